@@ -1,0 +1,53 @@
+"""steerunc: tell when a language model should not be trusted, from steering disagreement.
+
+The scoring wing (model, vectors, views, divergence, fusion, scorer) needs torch
+and is imported lazily on first use, so ``import steerunc`` stays fast and the
+judging wing (calibration, metrics, plots, triage) works without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # scoring wing
+    "load_model": "steerunc.model",
+    "LoadedModel": "steerunc.model",
+    "SteeringVectors": "steerunc.vectors",
+    "build_vectors": "steerunc.vectors",
+    "load_vectors": "steerunc.vectors",
+    "default_vectors": "steerunc.vectors",
+    "read_pairs": "steerunc.vectors",
+    "Scorer": "steerunc.scorer",
+    "ScoreConfig": "steerunc.scorer",
+    # shared
+    "Record": "steerunc.records",
+    "ScoredRecord": "steerunc.records",
+    "ErrorRecord": "steerunc.records",
+    "SteeruncError": "steerunc.errors",
+    "InputError": "steerunc.errors",
+    "ModelError": "steerunc.errors",
+    "VectorsError": "steerunc.errors",
+    # judging wing
+    "make_calibrator": "steerunc.calibration",
+    "load_calibrator": "steerunc.calibration",
+    "compute_metrics": "steerunc.metrics",
+    "Router": "steerunc.triage",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'steerunc' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
