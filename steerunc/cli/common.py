@@ -43,3 +43,24 @@ def translate_errors(func: F) -> F:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """steerunc's log messages (model conversion, vector building) on stderr via rich."""
+    import logging
+    import warnings
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("steerunc")
+    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False)]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    warnings.filterwarnings("ignore", module="transformer_lens")
+    warnings.filterwarnings("ignore", category=FutureWarning)

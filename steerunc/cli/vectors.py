@@ -1,0 +1,73 @@
+"""``steerunc vectors``: build steering vectors from paired texts; inspect a file."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from steerunc.cli.common import setup_logging, stderr, translate_errors
+
+__all__ = ["COMMANDS", "vectors"]
+
+
+@click.group()
+def vectors() -> None:
+    """Build and inspect steering vectors (safetensors + metadata)."""
+
+
+@vectors.command()
+@click.argument("pairs_path", metavar="PAIRS", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write VECS.safetensors.")
+@click.option("--model", default="default", show_default=True, help="'default', 'tiny-random' or a local model directory.")
+@click.option("--layer", type=int, help="Block whose output is read (default: about 3/4 of the depth).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@translate_errors
+def build(
+    pairs_path: str, output: str, model: str, layer: int | None, batch_size: int, device: str, dtype: str, quiet: bool
+) -> None:
+    """Build one vector per perspective from PAIRS.jsonl.
+
+    Each line: {"perspective": "...", "positive": "...", "negative": "..."}; the
+    vector is the mean of a(positive) - a(negative) at the last token.
+    """
+    setup_logging(quiet)
+    from rich.progress import Progress
+
+    from steerunc.model import load_model
+    from steerunc.vectors import build_vectors, read_pairs
+
+    pairs = read_pairs(pairs_path)
+    loaded = load_model(model, device=device, dtype=dtype)
+    with Progress(console=stderr, disable=quiet) as progress:
+        task = progress.add_task("building vectors", total=len({p.perspective for p in pairs}))
+        built = build_vectors(
+            loaded, pairs, layer=layer, batch_size=batch_size,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+    built.meta["pairs"] = pairs_path
+    built.save(output)
+    if not quiet:
+        summary = ", ".join(f"{n} ({c} pairs)" for n, c in zip(built.names, built.n_pairs))
+        stderr.print(f"wrote {len(built.names)} vectors at layer {built.layer} to {output}: {summary}")
+
+
+@vectors.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@translate_errors
+def info(path: str) -> None:
+    """Print a vector file's metadata as JSON."""
+    from steerunc.vectors import load_vectors
+
+    loaded = load_vectors(path)
+    meta = dict(loaded.meta)
+    for key in ("perspectives", "n_pairs", "norms"):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
+    click.echo(json.dumps(meta, indent=2))
+
+
+COMMANDS = [vectors]

@@ -1,0 +1,91 @@
+"""A tiny deterministic random-initialised Gemma 3 with an offline byte-level tokenizer.
+
+For tests and smoke runs: 4 layers, width 64, ~300 tokens, built in a fraction
+of a second, identical on every machine (seeded). A handful of common answer
+words (" Yes", " No", " A".." E") are single tokens, others (" Unsure") are
+split, so both option paths are exercised.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+__all__ = ["tiny_random_model", "TINY_WORDS"]
+
+#: words that get their own token (with a leading space, as answers follow "Answer:")
+TINY_WORDS = ("Yes", "No", "A", "B", "C", "D", "E", "the", "is", "this", "comment", "Answer")
+_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer_dir() -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab: dict[str, int] = {s: i for i, s in enumerate(_SPECIALS)}
+    for ch in sorted(alphabet):
+        vocab.setdefault(ch, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in TINY_WORDS:
+        piece = "Ġ"
+        for ch in word:
+            merged = piece + ch
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+                merges.append((piece, ch))
+            piece = merged
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+    folder = tempfile.mkdtemp(prefix="steerunc-tiny-tokenizer-")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def tiny_random_model(seed: int = 0) -> tuple[Any, Any]:
+    """Return ``(hf_model, tokenizer)``; the tokenizer comes from ``from_pretrained``
+    (TransformerBridge needs its ``name_or_path``)."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=32,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        architectures=["Gemma3ForCausalLM"],
+    )
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = Gemma3ForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    # random init gives a near-uniform next-token distribution; widen the
+    # unembedding so the tiny model has opinions worth disagreeing about
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    model.eval()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return model, tokenizer

@@ -1,0 +1,276 @@
+"""Steering vectors: build from paired texts, save/load as safetensors + metadata.
+
+A vector is the mean difference of the residual stream at ``blocks.{L}.hook_out``
+between paired texts, read at each text's last token (METHOD.md §1). The file
+records the model (id and weight fingerprint), width, layer, hook, position
+rule, pair counts and norms, so it cannot be applied to the wrong model. The
+typical residual norm at the layer is stored too: ``--coeff`` is relative to it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from steerunc import __version__
+from steerunc.errors import InputError, VectorsError
+from steerunc.io import read_jsonl
+from steerunc.model import LoadedModel, cache_dir
+
+__all__ = [
+    "Pair",
+    "SteeringVectors",
+    "read_pairs",
+    "build_vectors",
+    "load_vectors",
+    "default_vectors",
+    "DEFAULT_PAIRS",
+]
+
+log = logging.getLogger("steerunc")
+
+FORMAT = "steerunc-vectors/1"
+POSITION_RULE = "last"
+#: the perspective set shipped with the package
+DEFAULT_PAIRS = "default"
+
+
+@dataclass(frozen=True)
+class Pair:
+    perspective: str
+    positive: str
+    negative: str
+
+
+@dataclass
+class SteeringVectors:
+    """K named directions for one model and layer, with their provenance."""
+
+    names: list[str]
+    vectors: Tensor  # [K, d_model], float32, raw mean differences
+    layer: int
+    model_id: str
+    fingerprint: str
+    resid_norm: float  # mean L2 norm of the residual at the layer (not BOS)
+    n_pairs: list[int]
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def norms(self) -> list[float]:
+        return [float(n) for n in self.vectors.norm(dim=1)]
+
+    def scaled(self, coeff: float | list[float]) -> Tensor:
+        """Unit directions times ``coeff`` × the typical residual norm: ``[K, d_model]``."""
+        coeffs = torch.as_tensor(coeff, dtype=torch.float32).reshape(-1, 1)
+        unit = self.vectors / self.vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return unit * coeffs * self.resid_norm
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Raise :class:`VectorsError` unless these vectors were made for ``model``."""
+        if self.d_model != model.d_model or self.fingerprint != model.fingerprint:
+            raise VectorsError(
+                f"steering vectors were built for model {self.model_id!r} (width {self.d_model}, "
+                f"fingerprint {self.fingerprint}), not for the loaded {model.model_id!r} "
+                f"(width {model.d_model}, fingerprint {model.fingerprint}); rebuild them with "
+                f"'steerunc vectors build --model {model.name}'"
+            )
+        if not 0 <= self.layer < model.n_layers:
+            raise VectorsError(f"vectors are for layer {self.layer}, the model has {model.n_layers} blocks")
+
+    def save(self, path: str) -> None:
+        from safetensors.torch import save_file
+
+        meta = {
+            "format": FORMAT,
+            "model_id": self.model_id,
+            "model_fingerprint": self.fingerprint,
+            "d_model": str(self.d_model),
+            "layer": str(self.layer),
+            "hook": f"blocks.{self.layer}.hook_out",
+            "position_rule": POSITION_RULE,
+            "perspectives": json.dumps(self.names),
+            "n_pairs": json.dumps(self.n_pairs),
+            "norms": json.dumps(self.norms),
+            "resid_norm": repr(self.resid_norm),
+            "steerunc_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        meta.update({k: v for k, v in self.meta.items() if k not in meta})
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        save_file({"vectors": self.vectors.contiguous().float().cpu()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+
+
+def load_vectors(path: str, model: LoadedModel | None = None) -> SteeringVectors:
+    """Read a vector file (safetensors; never pickle); check it fits ``model`` if given."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise VectorsError(f"{path}: no such vector file")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            meta = handle.metadata() or {}
+            tensor = handle.get_tensor("vectors")
+    except Exception as exc:  # safetensors raises its own error types
+        raise VectorsError(f"{path}: not a steerunc vector file ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise VectorsError(f"{path}: not a steerunc vector file (format {meta.get('format')!r})")
+    try:
+        vectors = SteeringVectors(
+            names=json.loads(meta["perspectives"]),
+            vectors=tensor.float(),
+            layer=int(meta["layer"]),
+            model_id=meta["model_id"],
+            fingerprint=meta["model_fingerprint"],
+            resid_norm=float(meta["resid_norm"]),
+            n_pairs=json.loads(meta["n_pairs"]),
+            meta=meta,
+        )
+    except (KeyError, ValueError) as exc:
+        raise VectorsError(f"{path}: incomplete metadata ({exc})") from exc
+    if len(vectors.names) != vectors.vectors.shape[0]:
+        raise VectorsError(f"{path}: {len(vectors.names)} names for {vectors.vectors.shape[0]} vectors")
+    if model is not None:
+        try:
+            vectors.check_model(model)
+        except VectorsError as exc:
+            raise VectorsError(f"{path}: {exc}") from exc
+    return vectors
+
+
+def read_pairs(path: str) -> list[Pair]:
+    """Read a pairs JSONL (``perspective``, ``positive``, ``negative``); strict, line-numbered."""
+    pairs = []
+    for line in read_jsonl(path):
+        if line.error is not None:
+            raise InputError(line.error, path=path, line=line.number)
+        data = line.data or {}
+        missing = [k for k in ("perspective", "positive", "negative") if not isinstance(data.get(k), str) or not data[k].strip()]
+        if missing:
+            raise InputError(f"missing or empty {', '.join(missing)}", path=path, line=line.number)
+        pairs.append(Pair(data["perspective"], data["positive"], data["negative"]))
+    if not pairs:
+        raise InputError("no pairs in file", path=path)
+    return pairs
+
+
+def _default_pairs_path() -> str:
+    return str(resources.files("steerunc") / "data" / "perspectives.jsonl")
+
+
+@torch.no_grad()
+def _last_token_acts(
+    model: LoadedModel, texts: list[str], layer: int, batch_size: int
+) -> tuple[Tensor, float, int]:
+    """Residual at the hook, last token of each text; plus sum and count of token norms."""
+    from steerunc.views import hook_name
+
+    captured: dict[str, Tensor] = {}
+
+    class _Stop(Exception):
+        pass
+
+    def grab(resid: Tensor, hook: Any) -> Tensor:
+        captured["resid"] = resid
+        raise _Stop  # later blocks are not needed
+
+    acts, norm_sum, norm_count = [], 0.0, 0
+    skip = 1 if model.bos_id is not None else 0
+    for i in range(0, len(texts), batch_size):
+        enc = model.tokenizer(texts[i : i + batch_size], padding=True, padding_side="right", return_tensors="pt")
+        ids = enc["input_ids"].to(model.device)
+        mask = enc["attention_mask"].to(model.device)
+        try:
+            with model.bridge.hooks(fwd_hooks=[(hook_name(layer), grab)]):
+                model.hf_model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _Stop:
+            pass
+        resid = captured.pop("resid").float()
+        last = mask.sum(1) - 1
+        acts.append(resid[torch.arange(len(last)), last])
+        norms = resid[:, skip:].norm(dim=-1) * mask[:, skip:]
+        norm_sum += float(norms.sum())
+        norm_count += int(mask[:, skip:].sum())
+    return torch.cat(acts).cpu(), norm_sum, norm_count
+
+
+def build_vectors(
+    model: LoadedModel,
+    pairs: Iterable[Pair],
+    layer: int | None = None,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> SteeringVectors:
+    """One vector per perspective: mean over its pairs of a(positive) − a(negative).
+
+    ``progress(done, total)`` is called after each perspective.
+    """
+    layer = model.default_layer if layer is None else layer
+    if not 0 <= layer < model.n_layers:
+        raise VectorsError(f"layer {layer} out of range: the model has {model.n_layers} blocks (0..{model.n_layers - 1})")
+    grouped: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        grouped.setdefault(pair.perspective, []).append(pair)
+    if not grouped:
+        raise VectorsError("no pairs to build vectors from")
+    names, rows, counts = [], [], []
+    norm_sum, norm_count = 0.0, 0
+    for done, (name, group) in enumerate(grouped.items(), start=1):
+        pos, s1, c1 = _last_token_acts(model, [p.positive for p in group], layer, batch_size)
+        neg, s2, c2 = _last_token_acts(model, [p.negative for p in group], layer, batch_size)
+        rows.append((pos - neg).mean(0))
+        names.append(name)
+        counts.append(len(group))
+        norm_sum, norm_count = norm_sum + s1 + s2, norm_count + c1 + c2
+        if progress is not None:
+            progress(done, len(grouped))
+    stacked = torch.stack(rows)
+    resid_norm = norm_sum / max(norm_count, 1)
+    for name, norm in zip(names, stacked.norm(dim=1).tolist()):
+        if norm < 1e-4 * resid_norm:
+            raise VectorsError(
+                f"perspective {name!r} gives a zero vector (norm {norm:.2e}): its positive and "
+                f"negative texts do not differ at blocks.{layer}.hook_out"
+            )
+    return SteeringVectors(
+        names=names,
+        vectors=stacked,
+        layer=layer,
+        model_id=model.model_id,
+        fingerprint=model.fingerprint,
+        resid_norm=resid_norm,
+        n_pairs=counts,
+    )
+
+
+def default_vectors(model: LoadedModel, layer: int | None = None) -> SteeringVectors:
+    """Vectors from the shipped perspective set, built on first use and cached."""
+    layer = model.default_layer if layer is None else layer
+    path = _default_pairs_path()
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:12]
+    cached = os.path.join(cache_dir(), "vectors", f"{model.fingerprint}-L{layer}-{digest}.safetensors")
+    if os.path.isfile(cached):
+        try:
+            return load_vectors(cached, model)
+        except VectorsError:
+            log.warning("ignoring unreadable cached vectors %s; rebuilding", cached)
+    log.info("Building the default perspective vectors for %s at layer %d (once).", model.model_id, layer)
+    vectors = build_vectors(model, read_pairs(path), layer=layer)
+    vectors.meta["pairs"] = "steerunc default perspectives " + digest
+    vectors.save(cached)
+    return vectors

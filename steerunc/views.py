@@ -1,0 +1,178 @@
+"""Base + K steered views in one forward pass: the only module with forward hooks.
+
+The input batch (B rows) runs once through blocks 0..L. At ``blocks.{L}.hook_out``
+each row is fanned out to K+1 rows (view 0 plain, view k with ``steer[k-1]``
+added from position ``start`` on), and blocks L+1.. run on B·(K+1) rows. The
+prefix is computed once, not K+1 times. A pre-hook on every later block widens
+the batch-leading tensors it is given (attention mask, rotary tables) to match.
+
+The language-model head is never run here: :func:`steered_hidden` returns the
+final-normed hidden states at the requested positions only, and
+:class:`Unembedding` turns them into logits for just the rows (tokens) needed.
+
+Padding is on the right: with a causal mask, pad tokens after a sequence never
+influence its real positions, and positions stay 0..n-1, so a record scores the
+same alone or in a batch of mixed lengths.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from steerunc.model import LoadedModel
+
+__all__ = ["Batch", "collate", "steered_hidden", "sequential_view_logits", "Unembedding", "hook_name"]
+
+
+def hook_name(layer: int) -> str:
+    """The TransformerLens 4 name of the residual stream after block ``layer``."""
+    return f"blocks.{layer}.hook_out"
+
+
+@dataclass
+class Batch:
+    """Right-padded token rows and the positions to read in each."""
+
+    input_ids: Tensor  # [rows, pos] long
+    attention_mask: Tensor  # [rows, pos] long, 1 = real token
+    positions: Tensor  # [rows, n_read] long, indices into pos
+    n_read: list[int]  # how many entries of ``positions`` are real, per row
+
+
+def collate(rows: list[list[int]], read: list[list[int]], pad_id: int, device: torch.device) -> Batch:
+    """Right-pad token rows; pad the lists of read positions by repeating the last."""
+    if not rows or any(not r for r in rows):
+        raise ValueError("collate needs non-empty rows")
+    width = max(len(r) for r in rows)
+    n_read = [len(p) for p in read]
+    depth = max(n_read)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.zeros((len(rows), depth), dtype=torch.long)
+    for i, (row, pos) in enumerate(zip(rows, read)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        positions[i] = torch.tensor(pos + [pos[-1]] * (depth - len(pos)))
+    return Batch(ids.to(device), mask.to(device), positions.to(device), n_read)
+
+
+def _widen(value: Any, rows: int, views: int) -> Any:
+    """Repeat every batch-leading tensor (first dim == rows, ≥ 2 dims) ``views`` times."""
+    if isinstance(value, Tensor):
+        if value.dim() >= 2 and value.shape[0] == rows:
+            return value.repeat_interleave(views, dim=0)
+        return value
+    if isinstance(value, tuple):
+        return tuple(_widen(v, rows, views) for v in value)
+    if isinstance(value, list):
+        return [_widen(v, rows, views) for v in value]
+    if isinstance(value, dict):
+        return {k: _widen(v, rows, views) for k, v in value.items()}
+    return value
+
+
+def _fan_out(steer: Tensor, start: int) -> Callable[..., Tensor]:
+    views = steer.shape[0] + 1
+
+    def hook(resid: Tensor, hook: Any) -> Tensor:
+        rows, width, d_model = resid.shape
+        out = resid.repeat_interleave(views, dim=0).view(rows, views, width, d_model)
+        out[:, 1:, start:, :] += steer.to(resid.dtype)[None, :, None, :]
+        return out.view(rows * views, width, d_model)
+
+    return hook
+
+
+@torch.no_grad()
+def steered_hidden(model: LoadedModel, batch: Batch, steer: Tensor, layer: int, start: int = 0) -> Tensor:
+    """Final-normed hidden states of every view at the batch's read positions.
+
+    Args:
+        steer: ``[K, d_model]`` vectors already scaled to the size to add.
+        layer: steer at ``blocks.{layer}.hook_out``.
+        start: first position that is steered.
+
+    Returns:
+        ``[rows, K+1, n_read, d_model]``; view 0 is the plain model.
+    """
+    if not 0 <= layer < model.n_layers:
+        raise ValueError(f"layer {layer} out of range: the model has {model.n_layers} blocks")
+    if steer.dim() != 2 or steer.shape[1] != model.d_model:
+        raise ValueError(f"steer must be [K, {model.d_model}], got {list(steer.shape)}")
+    rows = batch.input_ids.shape[0]
+    views = steer.shape[0] + 1
+    bridge = model.bridge
+
+    def widen_inputs(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        # args[0] (hidden states) is already widened by the fan-out hook
+        return (args[:1] + _widen(args[1:], rows, views), _widen(kwargs, rows, views))
+
+    with ExitStack() as stack:
+        stack.enter_context(bridge.hooks(fwd_hooks=[(hook_name(layer), _fan_out(steer, start))]))
+        for block in list(bridge.blocks)[layer + 1 :]:
+            handle = block.register_forward_pre_hook(widen_inputs, with_kwargs=True)
+            stack.callback(handle.remove)
+        decoder = model.hf_model.get_decoder()
+        out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    hidden = hidden.view(rows, views, hidden.shape[1], hidden.shape[2])
+    index = batch.positions[:, None, :, None].expand(rows, views, batch.positions.shape[1], hidden.shape[3])
+    return hidden.gather(2, index)
+
+
+class Unembedding:
+    """The model's output head, applied to chosen hidden states and vocabulary rows."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        head = model.hf_model.get_output_embeddings()
+        linear = getattr(head, "original_component", None) or head
+        self.weight: Tensor = linear.weight  # [vocab, d_model]
+        self.bias: Tensor | None = getattr(linear, "bias", None)
+        self.softcap: float | None = getattr(model.hf_model.config, "final_logit_softcapping", None)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.weight.shape[0])
+
+    def __call__(self, hidden: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """Logits ``[..., n_tokens]`` (all tokens when ``token_ids`` is None), in float32."""
+        weight = self.weight if token_ids is None else self.weight[token_ids]
+        logits = hidden.to(weight.dtype) @ weight.T
+        if self.bias is not None:
+            logits = logits + (self.bias if token_ids is None else self.bias[token_ids])
+        logits = logits.float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+@torch.no_grad()
+def sequential_view_logits(
+    model: LoadedModel, input_ids: list[int], steer: Tensor, layer: int, start: int = 0
+) -> Tensor:
+    """The straightforward reference: K+1 separate batch-of-one passes, full logits.
+
+    This is what the seed work did; tests compare :func:`steered_hidden` with it
+    and the speed benchmark times it. Returns ``[K+1, pos, vocab]``.
+    """
+    ids = torch.tensor([input_ids], device=model.device)
+    out = []
+    for k in range(steer.shape[0] + 1):
+        hooks = []
+        if k > 0:
+            vector = steer[k - 1]
+
+            def add(resid: Tensor, hook: Any, vector: Tensor = vector) -> Tensor:
+                resid = resid.clone()
+                resid[:, start:, :] += vector.to(resid.dtype)
+                return resid
+
+            hooks.append((hook_name(layer), add))
+        with model.bridge.hooks(fwd_hooks=hooks):
+            out.append(model.hf_model(input_ids=ids, use_cache=False).logits[0].float())
+    return torch.stack(out)
