@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -145,7 +145,8 @@ def _boot(hf_model: Any, tokenizer: Any, hf_name: str, device: torch.device, dty
         hf_model.config.architectures = [type(hf_model).__name__]
     hf_model.eval()
     # TransformerLens prints progress to stdout; stdout is for the product only
-    with contextlib.redirect_stdout(sys.stderr):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         try:
             bridge = TransformerBridge.boot_transformers(
                 hf_name, hf_model=hf_model, tokenizer=tokenizer, device=str(device), dtype=dtype
@@ -153,6 +154,8 @@ def _boot(hf_model: Any, tokenizer: Any, hf_name: str, device: torch.device, dty
         except Exception as exc:  # the bridge raises many kinds for unsupported models
             raise ModelError(f"TransformerBridge cannot wrap {hf_name}: {exc}") from exc
         bridge.to(device=device, dtype=dtype)
+    for line in printed.getvalue().splitlines():
+        log.debug("transformer_lens: %s", line)
     bridge.eval()
     return bridge
 

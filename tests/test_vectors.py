@@ -1,0 +1,86 @@
+"""Steering vectors: building, the safetensors round trip, and refusing the wrong model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from steerunc.errors import InputError, VectorsError
+from steerunc.model import load_model
+from steerunc.vectors import Pair, build_vectors, load_vectors, read_pairs
+
+PAIRS = [
+    Pair("kind", "I am a kind reader.\nComment: hello", "Comment: hello"),
+    Pair("kind", "I am a kind reader.\nComment: go away", "Comment: go away"),
+    Pair("harsh", "I judge everything harshly.\nComment: hello", "Comment: hello"),
+]
+
+
+def test_vector_is_the_mean_activation_difference(tiny: Any) -> None:
+    from steerunc.vectors import _last_token_acts
+
+    built = build_vectors(tiny, PAIRS, layer=1)
+    pos, _, _ = _last_token_acts(tiny, [p.positive for p in PAIRS[:2]], 1, batch_size=1)
+    neg, _, _ = _last_token_acts(tiny, [p.negative for p in PAIRS[:2]], 1, batch_size=1)
+    assert built.names == ["kind", "harsh"]
+    assert built.n_pairs == [2, 1]
+    assert torch.allclose(built.vectors[0], (pos - neg).mean(0), atol=1e-5)
+    assert built.resid_norm > 0
+
+
+def test_round_trip_keeps_vectors_and_metadata(tiny: Any, tmp_path: Path) -> None:
+    built = build_vectors(tiny, PAIRS, layer=2)
+    path = str(tmp_path / "v.safetensors")
+    built.save(path)
+    loaded = load_vectors(path, tiny)
+    assert torch.equal(loaded.vectors, built.vectors)
+    assert loaded.names == built.names and loaded.layer == 2 and loaded.n_pairs == [2, 1]
+    assert loaded.meta["hook"] == "blocks.2.hook_out"
+    assert loaded.meta["position_rule"] == "last"
+    assert json.loads(loaded.meta["norms"]) == pytest.approx(built.norms)
+    assert loaded.resid_norm == pytest.approx(built.resid_norm)
+
+
+def test_a_file_for_another_model_is_refused(tiny: Any, tmp_path: Path) -> None:
+    from steerunc.tiny import tiny_random_model
+
+    other_dir = tmp_path / "other-model"
+    hf_model, tokenizer = tiny_random_model(seed=1)  # same shapes, other weights
+    hf_model.save_pretrained(other_dir)
+    tokenizer.save_pretrained(other_dir)
+    other = load_model(str(other_dir), device="cpu")
+    path = str(tmp_path / "v.safetensors")
+    build_vectors(other, PAIRS, layer=1).save(path)
+    with pytest.raises(VectorsError, match="built for model 'other-model'"):
+        load_vectors(path, tiny)
+    assert load_vectors(path, other).layer == 1
+
+
+def test_not_a_vector_file_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04 this is no safetensors file")
+    with pytest.raises(VectorsError, match="not a steerunc vector file"):
+        load_vectors(str(junk))
+    with pytest.raises(VectorsError, match="no such vector file"):
+        load_vectors(str(tmp_path / "missing.safetensors"))
+
+
+def test_pairs_file_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"perspective": "a", "positive": "x y", "negative": "y"}\n{"perspective": "a", "positive": "x"}\n')
+    with pytest.raises(InputError, match=r"pairs.jsonl:2: missing or empty negative"):
+        read_pairs(str(path))
+
+
+def test_identical_pairs_give_a_clear_error(tiny: Any) -> None:
+    with pytest.raises(VectorsError, match="zero vector"):
+        build_vectors(tiny, [Pair("same", "Comment: hello", "Comment: hello")], layer=1)
+
+
+def test_layer_out_of_range(tiny: Any) -> None:
+    with pytest.raises(VectorsError, match="out of range"):
+        build_vectors(tiny, PAIRS, layer=99)
