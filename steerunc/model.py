@@ -171,8 +171,11 @@ def _convert_default(target: str) -> None:
     log.info("Converting the default model (%s) to %s once; this takes about a minute.", _DEFAULT_ID, target)
     gguf_path = str(package.assemble())
     folder, filename = os.path.split(gguf_path)
+    log.info("1/3 reading the tokenizer from %s (about 25 s)", filename)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    log.info("2/3 de-quantising the weights")
     hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    log.info("3/3 writing the safetensors cache")
     hf_model.hf_quantizer = None  # weights are de-quantised already; save them plain
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [_DEFAULT_ARCH]
