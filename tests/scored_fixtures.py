@@ -1,0 +1,119 @@
+"""Synthetic scored records shaped like ``steerunc score`` output, with a known truth.
+
+Each item has an ambiguity a in [0, 1]. The model's base logits are
+over-confident (the true label distribution is softmax(z0 * (1 - 0.7 a) / 2.5)),
+and the K steered views move further apart the more ambiguous the item, so
+disagreement scores (mutual_info, mean_kl, flip_rate) carry information about
+errors while the raw max-probability is miscalibrated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+OPTIONS = ["Yes", "No", "Unsure"]
+SCORES = ["msp", "entropy", "mutual_info", "mean_kl", "flip_rate", "fused_entropy"]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _entropy(p: np.ndarray) -> float:
+    return float(-np.sum(p * np.log(np.clip(p, 1e-300, None))))
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    return float(np.sum(p * (np.log(np.clip(p, 1e-300, None)) - np.log(np.clip(q, 1e-300, None)))))
+
+
+def make_record(i: int, rng: np.random.Generator, *, labelled: bool = True, human: bool = False) -> dict[str, Any]:
+    """One classification record with every field ``steerunc score`` writes."""
+    a = rng.uniform()
+    z0 = rng.normal(size=3) * 3.0
+    views = {f"view{k}": z0 + rng.normal(size=3) * 3.0 * a for k in range(4)}
+    probs = {name: _softmax(z) for name, z in views.items()}
+    p0 = _softmax(z0)
+    displacements = np.mean([z - z0 for z in views.values()], axis=0)
+    zf = z0 + 1.2 * displacements
+    pf = _softmax(zf)
+    all_p = [p0, *probs.values()]
+    mean_p = np.mean(all_p, axis=0)
+    base_pred = OPTIONS[int(np.argmax(p0))]
+    record: dict[str, Any] = {
+        "id": f"item-{i}",
+        "line": i + 1,
+        "mode": "options",
+        "prediction": OPTIONS[int(np.argmax(pf))],
+        "probs": dict(zip(OPTIONS, pf.tolist())),
+        "logits": dict(zip(OPTIONS, zf.tolist())),
+        "base_prediction": base_pred,
+        "base_probs": dict(zip(OPTIONS, p0.tolist())),
+        "base_logits": dict(zip(OPTIONS, z0.tolist())),
+        "scores": {
+            "msp": float(1.0 - p0.max()),
+            "entropy": _entropy(p0),
+            "mutual_info": _entropy(mean_p) - float(np.mean([_entropy(p) for p in all_p])),
+            "mean_kl": float(np.mean([_kl(p, p0) for p in probs.values()])),
+            "flip_rate": float(np.mean([np.argmax(p) != np.argmax(p0) for p in probs.values()])),
+            "fused_entropy": _entropy(pf),
+        },
+        "views": {
+            name: {"prediction": OPTIONS[int(np.argmax(p))], "probs": dict(zip(OPTIONS, p.tolist())), "kl": _kl(p, p0)}
+            for name, p in probs.items()
+        },
+    }
+    truth = _softmax(z0 * (1.0 - 0.7 * a) / 2.5)
+    label = OPTIONS[int(rng.choice(3, p=truth))]
+    if labelled:
+        record["label"] = label
+        record["correct"] = record["prediction"] == label
+        record["base_correct"] = base_pred == label
+    if human:
+        votes = rng.multinomial(5, truth)
+        record["human_probs"] = dict(zip(OPTIONS, (votes / 5).tolist()))
+    return record
+
+
+def make_records(
+    n: int = 400,
+    seed: int = 0,
+    *,
+    unlabelled: int = 0,
+    errors: int = 0,
+    continuation: int = 0,
+    human: int = 0,
+) -> list[dict[str, Any]]:
+    """n labelled records, then unlabelled, error and continuation records (the first ``human`` carry human_probs)."""
+    rng = np.random.default_rng(seed)
+    out = [make_record(i, rng, human=i < human) for i in range(n)]
+    out += [make_record(n + i, rng, labelled=False) for i in range(unlabelled)]
+    out += [{"id": f"bad-{i}", "line": len(out) + i + 1, "error": "input too long"} for i in range(errors)]
+    out += [
+        {
+            "id": f"cont-{i}",
+            "line": len(out) + i + 1,
+            "mode": "continuation",
+            "prediction": None,
+            "probs": None,
+            "scores": {"mutual_info_mean": 0.1},
+        }
+        for i in range(continuation)
+    ]
+    return out
+
+
+def write_jsonl(path: Any, records: list[dict[str, Any]]) -> str:
+    """Write records as JSONL (NaN written as the bare token NaN, as Python's json does)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    return str(path)
+
+
+def write_scored(path: Any, n: int = 400, seed: int = 0, **kwargs: Any) -> str:
+    """Write :func:`make_records` to ``path``; returns the path."""
+    return write_jsonl(path, make_records(n, seed, **kwargs))
