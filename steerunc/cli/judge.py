@@ -1,0 +1,341 @@
+"""``steerunc calibrate``, ``evaluate`` and ``triage``: the judging wing on the command line.
+
+They read scored JSONL from ``steerunc score`` or any other system and never
+load a model or torch. stdout carries only the product (a calibrator JSON
+when no ``-o`` is given, or ``--json`` output); tables and summaries go to
+stderr. Every file is written to a temporary file and renamed, so a failure
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+import numpy as np
+
+from steerunc.calibration import METHODS, Calibrator, load_calibrator, make_calibrator, save_calibrator
+from steerunc.cli.common import FileLevelError, stderr, translate_errors
+from steerunc.cli.judge_report import evaluation_tables, triage_summary
+from steerunc.errors import InputError
+from steerunc.io import atomic_write, dumps
+from steerunc.metrics import ece
+from steerunc.scored import TARGETS, ScoredFile, logits_matrix, read_scored, score_names, score_of
+from steerunc.triage import Router, calibrated_confidence
+from steerunc.triage_bounds import budget_threshold
+
+__all__ = ["COMMANDS", "calibrate", "evaluate", "triage"]
+
+_METHOD_CHOICES = [*METHODS, "logistic"]
+_target_option = click.option(
+    "--target",
+    type=click.Choice(sorted(TARGETS)),
+    default="fused",
+    show_default=True,
+    help="Which prediction 'correct' is about: fused (correct) or base (base_correct).",
+)
+
+
+def _check_score(scored: ScoredFile, records: list[tuple[int, dict[str, Any]]], score: str, what: str) -> None:
+    """A score the first record does not offer is a bad flag value (exit 2), named with file and line."""
+    line, data = records[0]
+    names = score_names(data)
+    if score not in names:
+        have = ", ".join(names) or "none"
+        raise FileLevelError(f"{scored.path}:{line}: no score '{score}' {what} (this record offers: {have})")
+
+
+@click.command()
+@click.argument("scored_path", metavar="SCORED.jsonl")
+@click.option("--score", "-s", help="Score to calibrate (a key of 'scores', or fused_confidence/base_confidence).")
+@click.option(
+    "--method",
+    "-m",
+    type=click.Choice(_METHOD_CHOICES),
+    default="isotonic",
+    show_default=True,
+    help="Calibration map; temperature scales the option logits and ignores --score.",
+)
+@_target_option
+@click.option(
+    "--higher-means",
+    type=click.Choice(["uncertain", "confident"]),
+    default=None,
+    help="Direction of the score [default: confident for *_confidence, else uncertain].",
+)
+@click.option("--bins", type=click.IntRange(min=1), default=10, show_default=True, help="Bins (histogram method).")
+@click.option("--output", "-o", default="-", show_default=True, help="Calibrator JSON to write ('-': stdout).")
+@translate_errors
+def calibrate(
+    scored_path: str, score: str | None, method: str, target: str, higher_means: str | None, bins: int, output: str
+) -> None:
+    """Fit a map from a score to P(correct) on labelled scored records; save it as JSON.
+
+    Records without 'label' or 'correct', error records and continuation
+    records are skipped and counted.
+    """
+    scored = read_scored(scored_path)
+    tgt = TARGETS[target]
+    records, correct, unlabelled = scored.labelled(tgt)
+    if not records:
+        raise InputError(
+            f"no labelled records to calibrate on: none of {len(scored.lines)} lines carries 'label' or "
+            f"'{tgt.correct}' (skipped: {scored.skipped_text(unlabelled)})",
+            path=scored_path,
+        )
+    params: dict[str, Any] = {"n_bins": bins} if method == "histogram" else {}
+    if method == "temperature":
+        if score not in (None, "logits"):
+            raise FileLevelError("--method temperature scales the option logits; drop --score")
+        labelled = [(ln, d) for ln, d in records if d.get("label") is not None]
+        if not labelled:
+            raise InputError("temperature scaling needs 'label' (records here only carry 'correct')", path=scored_path)
+        calibrator: Calibrator = make_calibrator(method, target=target)
+        matrix, _, labels = logits_matrix(labelled, tgt, scored_path, labels=True)
+        if labels is None:  # pragma: no cover  (labels=True always returns them)
+            raise InputError("no labels", path=scored_path)
+        calibrator.fit(matrix, labels)
+        confidence = calibrator.predict(matrix)
+        correct = (matrix.argmax(axis=1) == labels).astype(np.float64)
+    else:
+        if score is None:
+            offered = ", ".join(score_names(records[0][1])) or "none"
+            raise FileLevelError(f"--score is required for --method {method} (scores in {scored_path}: {offered})")
+        _check_score(scored, records, score, "to calibrate")
+        calibrator = make_calibrator(method, score, target=target, higher_means=higher_means, **params)
+        values = np.array([score_of(d, score, scored_path, ln) for ln, d in records], dtype=np.float64)
+        calibrator.fit(values, correct)
+        confidence = calibrator.predict(values)
+    if output == "-":
+        click.echo(json.dumps(calibrator.to_dict(source=os.path.basename(scored_path)), indent=2))
+    else:
+        save_calibrator(calibrator, output, source=os.path.basename(scored_path))
+    stderr.print(
+        f"Fitted [bold]{calibrator.method}[/] for [bold]{calibrator.score}[/] (target {target}) on "
+        f"{len(confidence)} labelled records, {int(correct.sum())} correct; skipped: "
+        f"{scored.skipped_text(unlabelled)}.\n"
+        f"In-sample ECE of the calibrated confidence: {ece(confidence, correct):.4f} (15 equal-width bins); "
+        f"measure it on held-out data with `steerunc evaluate --calibrator`."
+        + ("" if output == "-" else f"\nWrote {output}"),
+        highlight=False,
+    )
+
+
+@click.command()
+@click.argument("scored_path", metavar="SCORED.jsonl")
+@click.option(
+    "--calibrator",
+    "-c",
+    "calibrator_paths",
+    multiple=True,
+    metavar="CAL.json",
+    help="Also evaluate this calibrator's confidence (repeatable).",
+)
+@_target_option
+@click.option("--out", "out_dir", default=None, metavar="DIR", help="Write metrics.json and PNG/SVG plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics JSON to stdout.")
+@click.option("--bins", type=click.IntRange(min=1), default=15, show_default=True, help="Bins for ECE and MCE.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the 95% intervals of ECE and AUROC (0: none).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--no-smooth", is_flag=True, help="Skip smooth ECE (relplot).")
+@translate_errors
+def evaluate(
+    scored_path: str,
+    calibrator_paths: tuple[str, ...],
+    target: str,
+    out_dir: str | None,
+    as_json: bool,
+    bins: int,
+    bootstrap: int,
+    seed: int,
+    no_smooth: bool,
+) -> None:
+    """Accuracy, calibration (ECE, MCE, Brier, NLL, smooth ECE) and error detection (AUROC, AUPRC,
+    AURC, PRR, selective accuracy) for every score in a scored file."""
+    from steerunc.evaluation import evaluate as run_evaluation
+
+    calibrators = [(path, load_calibrator(path)) for path in calibrator_paths]
+    scored = read_scored(scored_path)
+    result = run_evaluation(
+        scored,
+        target=target,
+        calibrators=calibrators,
+        n_bins=bins,
+        n_boot=bootstrap,
+        seed=seed,
+        smooth=not no_smooth,
+    )
+    for table in evaluation_tables(result.report):
+        stderr.print(table)
+    if out_dir is not None:
+        written = _write_evaluation(result, out_dir, bins)
+        stderr.print(
+            f"Wrote {len(written)} files to {out_dir}: {', '.join(os.path.basename(p) for p in written)}",
+            highlight=False,
+        )
+    if as_json:
+        click.echo(json.dumps(_jsonable(result.report), indent=2))
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(dumps(obj))  # NaN/inf -> null, tuples -> lists
+
+
+def _write_evaluation(result: Any, out_dir: str, bins: int) -> list[str]:
+    from steerunc.plots import reliability_diagram, risk_coverage_plot, save_figure
+
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "metrics.json")
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(_jsonable(result.report), indent=2) + "\n")
+    written = [path]
+    for row in result.rows:
+        if row.confidence is None:
+            continue
+        fig = reliability_diagram(row.confidence, result.correct, n_bins=bins, name=row.name)
+        stem = os.path.join(out_dir, "reliability_" + row.name.replace("@", "_").replace(os.sep, "_"))
+        written += save_figure(fig, stem)
+    curves = {row.name: row.uncertainty for row in result.rows}
+    written += save_figure(risk_coverage_plot(curves, result.correct), os.path.join(out_dir, "risk_coverage"))
+    return written
+
+
+@click.command()
+@click.argument("scored_path", metavar="SCORED.jsonl")
+@click.option("--calibrator", "-c", "calibrator_path", metavar="CAL.json", help="Calibrator from `steerunc calibrate`.")
+@click.option("--budget", type=click.FloatRange(0, 1), help="Send at most this share of the records to review.")
+@click.option(
+    "--max-risk",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Keep the error rate of accepted records at most this, with probability >= 1 - delta.",
+)
+@click.option(
+    "--delta",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Allowed probability that the --max-risk guarantee fails.",
+)
+@click.option(
+    "--calibration-data",
+    metavar="LABELLED.jsonl",
+    help="Labelled scored records to choose the --max-risk threshold on [default: the labelled input].",
+)
+@click.option("--policy", "policy_path", metavar="POLICY.json", help="Apply a saved policy instead.")
+@click.option("--policy-out", metavar="POLICY.json", help="Save the threshold, its guarantee and the calibrator.")
+@click.option("--accept-out", required=True, metavar="ACCEPT.jsonl", help="Records accepted automatically.")
+@click.option("--review-out", required=True, metavar="REVIEW.jsonl", help="Records for a person to review.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON to stdout.")
+@translate_errors
+def triage(
+    scored_path: str,
+    calibrator_path: str | None,
+    budget: float | None,
+    max_risk: float | None,
+    delta: float,
+    calibration_data: str | None,
+    policy_path: str | None,
+    policy_out: str | None,
+    accept_out: str,
+    review_out: str,
+    as_json: bool,
+) -> None:
+    """Route every record to ACCEPT or REVIEW by calibrated confidence, each annotated with its
+    confidence and the reason.
+
+    Choose the threshold with --budget or --max-risk (with --calibrator), or
+    apply a saved --policy.
+    """
+    modes = [
+        name
+        for name, value in (("--budget", budget), ("--max-risk", max_risk), ("--policy", policy_path))
+        if value is not None
+    ]
+    if len(modes) != 1:
+        raise click.UsageError("give exactly one of --budget, --max-risk or --policy")
+    if policy_path is not None and calibrator_path is not None:
+        raise click.UsageError("--policy already holds its calibrator; drop --calibrator")
+    if policy_path is None and calibrator_path is None:
+        raise click.UsageError(f"{modes[0]} needs --calibrator CAL.json")
+    if calibration_data is not None and max_risk is None:
+        raise click.UsageError("--calibration-data is only used with --max-risk")
+    if os.path.abspath(accept_out) == os.path.abspath(review_out):
+        raise click.UsageError("--accept-out and --review-out must be different files")
+
+    scored = read_scored(scored_path)
+    if policy_path is not None:
+        router = Router.from_policy(policy_path)
+        _check_input(scored, router.calibrator, policy_path)
+    elif calibrator_path is not None:
+        calibrator = load_calibrator(calibrator_path)
+        _check_input(scored, calibrator, calibrator_path)
+        if budget is not None:
+            router = _budget_router(scored, calibrator, budget)
+        elif max_risk is not None:
+            router = _risk_router(scored, calibrator, max_risk, delta, calibration_data)
+
+    decisions = router.route_many([ln.data for ln in scored.lines], scored_path)
+    with atomic_write(accept_out) as accept, atomic_write(review_out) as review:
+        for ln, decision in zip(scored.lines, decisions):
+            (accept if decision.accepted else review).write(dumps(decision.annotate(ln.data, ln.number)) + "\n")
+    if policy_out is not None:
+        router.save_policy(policy_out)
+    summary = triage_summary(scored, router, decisions, accept_out, review_out, policy_out)
+    if as_json:
+        click.echo(json.dumps(_jsonable(summary["json"]), indent=2))
+    stderr.print(summary["text"], highlight=False)
+
+
+def _check_input(scored: ScoredFile, calibrator: Calibrator, source: str) -> None:
+    """If no usable record offers the calibrator's input, the calibrator is for another score or system."""
+    records = scored.records
+    if not records:
+        return
+    needed = TARGETS[calibrator.target].logits if calibrator.input_kind == "logits" else calibrator.score
+    if calibrator.input_kind == "logits":
+        present = any(isinstance(d.get(needed), dict) for _, d in records)
+    else:
+        present = any(needed in score_names(d) for _, d in records)
+    if not present:
+        line, data = records[0]
+        raise InputError(
+            f"no record offers '{needed}', which the calibrator {source} was fitted on "
+            f"(this record offers: {', '.join(score_names(data)) or 'none'})",
+            path=scored.path,
+            line=line,
+        )
+
+
+def _budget_router(scored: ScoredFile, calibrator: Calibrator, budget: float) -> Router:
+    """Error and unscorable records go to review anyway and count against the budget."""
+    probe = Router(calibrator, 0.0)
+    decisions = probe.route_many([ln.data for ln in scored.lines], scored.path)
+    scorable = np.array([d.confidence for d in decisions if d.confidence is not None], dtype=np.float64)
+    allowed = int(np.floor(budget * len(decisions) + 1e-9)) - (len(decisions) - scorable.size)
+    threshold = budget_threshold(scorable, min(1.0, max(0, allowed) / scorable.size)) if scorable.size else None
+    return Router(calibrator, threshold, mode="budget", budget=budget, source=os.path.basename(scored.path))
+
+
+def _risk_router(
+    scored: ScoredFile, calibrator: Calibrator, max_risk: float, delta: float, calibration_data: str | None
+) -> Router:
+    source = read_scored(calibration_data) if calibration_data is not None else scored
+    records, correct, _ = source.labelled(TARGETS[calibrator.target])
+    if not records:
+        hint = "" if calibration_data else ": pass --calibration-data LABELLED.jsonl (e.g. the file you calibrated on)"
+        raise InputError(
+            f"--max-risk chooses its threshold on labelled records and this file has none{hint}", path=source.path
+        )
+    confidence = calibrated_confidence(calibrator, records, source.path)
+    return Router.for_risk(calibrator, confidence, correct, max_risk, delta, source=os.path.basename(source.path))
+
+
+COMMANDS = [calibrate, evaluate, triage]
