@@ -176,8 +176,8 @@ def _default_pairs_path() -> str:
 @torch.no_grad()
 def _last_token_acts(
     model: LoadedModel, texts: list[str], layer: int, batch_size: int
-) -> tuple[Tensor, float, int]:
-    """Residual at the hook, last token of each text; plus sum and count of token norms."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Residual at the hook, last token of each text; plus each text's sum and count of token norms."""
     from steerunc.views import hook_name
 
     captured: dict[str, Tensor] = {}
@@ -189,7 +189,7 @@ def _last_token_acts(
         captured["resid"] = resid
         raise _Stop  # later blocks are not needed
 
-    acts, norm_sum, norm_count = [], 0.0, 0
+    acts, norm_sums, norm_counts = [], [], []
     skip = 1 if model.bos_id is not None else 0
     for i in range(0, len(texts), batch_size):
         enc = model.tokenizer(texts[i : i + batch_size], padding=True, padding_side="right", return_tensors="pt")
@@ -204,9 +204,9 @@ def _last_token_acts(
         last = mask.sum(1) - 1
         acts.append(resid[torch.arange(len(last)), last])
         norms = resid[:, skip:].norm(dim=-1) * mask[:, skip:]
-        norm_sum += float(norms.sum())
-        norm_count += int(mask[:, skip:].sum())
-    return torch.cat(acts).cpu(), norm_sum, norm_count
+        norm_sums.append(norms.sum(1).double().cpu())
+        norm_counts.append(mask[:, skip:].sum(1).cpu())
+    return torch.cat(acts).cpu(), torch.cat(norm_sums), torch.cat(norm_counts)
 
 
 def build_vectors(
@@ -230,9 +230,21 @@ def build_vectors(
         raise VectorsError("no pairs to build vectors from")
     names, rows, counts = [], [], []
     norm_sum, norm_count = 0.0, 0
+    cache: dict[str, tuple[Tensor, float, int]] = {}
+
+    def acts(texts: list[str]) -> tuple[Tensor, float, int]:
+        """A text shared by several pairs (one prompt under many feedbacks) runs once."""
+        new = list(dict.fromkeys(t for t in texts if t not in cache))
+        if new:
+            got, sums, lengths = _last_token_acts(model, new, layer, batch_size)
+            for text, row, s, c in zip(new, got, sums.tolist(), lengths.tolist()):
+                cache[text] = (row, s, int(c))
+        entries = [cache[t] for t in texts]
+        return torch.stack([e[0] for e in entries]), sum(e[1] for e in entries), sum(e[2] for e in entries)
+
     for done, (name, group) in enumerate(grouped.items(), start=1):
-        pos, s1, c1 = _last_token_acts(model, [p.positive for p in group], layer, batch_size)
-        neg, s2, c2 = _last_token_acts(model, [p.negative for p in group], layer, batch_size)
+        pos, s1, c1 = acts([p.positive for p in group])
+        neg, s2, c2 = acts([p.negative for p in group])
         rows.append((pos - neg).mean(0))
         names.append(name)
         counts.append(len(group))

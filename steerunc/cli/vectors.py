@@ -24,23 +24,37 @@ def vectors() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--from", "source", type=click.Choice(["auto", "pairs", "annotations"]), default="auto",
+              show_default=True, help="What the file holds; auto: pairs if lines have 'positive', else annotations.")
+@click.option("--recipe", type=click.Choice(["auto", "feedback", "answer"]), default="auto", show_default=True,
+              help="Annotations only: how an example becomes a pair (auto: 'feedback' if the line has one, else 'answer').")
+@click.option("--max-per-perspective", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Annotations only: use the first N examples of each perspective (0: all).")
 @click.option("-q", "--quiet", is_flag=True)
 @translate_errors
 def build(
-    pairs_path: str, output: str, model: str, layer: int | None, batch_size: int, device: str, dtype: str, quiet: bool
+    pairs_path: str, output: str, model: str, layer: int | None, batch_size: int, device: str, dtype: str,
+    source: str, recipe: str, max_per_perspective: int, quiet: bool,
 ) -> None:
-    """Build one vector per perspective from PAIRS.jsonl.
+    """Build one vector per perspective from PAIRS.jsonl or annotated examples.
 
-    Each line: {"perspective": "...", "positive": "...", "negative": "..."}; the
+    Pairs, one a line: {"perspective": "...", "positive": "...", "negative": "..."}; the
     vector is the mean of a(positive) - a(negative) at the last token.
+
+    Annotations, one a line: {"perspective", "text", "feedback"?, "answer"?,
+    "contrast"?}. Recipe 'feedback': positive = feedback + newline + text,
+    negative = text. Recipe 'answer': positive = text + answer, negative = text +
+    contrast (or each different answer another perspective gave to the same
+    text). See docs/perspectives.md.
     """
     setup_logging(quiet)
     from rich.progress import Progress
 
+    from steerunc.annotations import read_pairs_or_annotations
     from steerunc.model import load_model
-    from steerunc.vectors import build_vectors, read_pairs
+    from steerunc.vectors import build_vectors
 
-    pairs = read_pairs(pairs_path)
+    pairs, source_meta = read_pairs_or_annotations(pairs_path, source, recipe, max_per_perspective)
     loaded = load_model(model, device=device, dtype=dtype)
     with Progress(console=stderr, disable=quiet) as progress:
         task = progress.add_task("building vectors", total=len({p.perspective for p in pairs}))
@@ -49,6 +63,7 @@ def build(
             progress=lambda done, total: progress.update(task, completed=done),
         )
     built.meta["pairs"] = pairs_path
+    built.meta.update(source_meta)
     built.save(output)
     if not quiet:
         summary = ", ".join(f"{n} ({c} pairs)" for n, c in zip(built.names, built.n_pairs))
