@@ -129,7 +129,10 @@ def evaluate(
                 f"(use --target {cal.target})",
                 path=cal_path,
             )
-        conf = calibrated_confidence(cal, records, scored.path)
+        try:
+            conf = calibrated_confidence(cal, records, scored.path)
+        except InputError as exc:
+            raise InputError(f"{exc.message} (the calibrator {cal_path} needs it)", exc.path, exc.line) from exc
         rows.append(Row(f"{cal.score}@{cal.method}", -conf, conf, f"{cal.method} calibrator", cal_path))
     settings = {"n_bins": n_bins, "bootstrap": n_boot, "level": level, "seed": seed, "coverages": list(coverages)}
     report: dict[str, Any] = {

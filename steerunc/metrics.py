@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "ReliabilityBins",
     "aurc",
+    "auroc_interval",
     "bootstrap_interval",
     "brier",
     "compute_metrics",
@@ -238,7 +239,8 @@ def prr(uncertainty: ArrayLike, correct: ArrayLike) -> float | None:
     k = np.arange(1, n + 1, dtype=np.float64)
     oracle = float(np.mean(np.maximum(0.0, k - (n - n_err)) / k))
     random = n_err / n
-    return float((random - aurc(u, y)) / (random - oracle))
+    value = (random - aurc(u, y)) / (random - oracle)
+    return 0.0 if abs(value) < 1e-12 else float(value)  # no "-0.000" for a constant score
 
 
 def selective_accuracy(uncertainty: ArrayLike, correct: ArrayLike, coverage: float) -> float:
@@ -273,6 +275,41 @@ def bootstrap_interval(
         value = statistic(*(a[idx] for a in data))
         if value is not None:
             values.append(value)
+    if len(values) < n_boot / 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def auroc_interval(
+    uncertainty: ArrayLike, correct: ArrayLike, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """``bootstrap_interval(error_auroc, ...)`` with the same resamples, in O(N) per resample.
+
+    The records are sorted once; a resample is a vector of counts per record,
+    and its AUROC a weighted Mann-Whitney sum over groups of tied scores.
+    """
+    if n_boot <= 0:
+        return None
+    u, y = _pair(uncertainty, correct, "uncertainty")
+    n = u.size
+    order = np.argsort(u, kind="mergesort")
+    us, err = u[order], 1.0 - y[order]
+    starts = np.flatnonzero(np.r_[True, us[1:] != us[:-1]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        w = np.bincount(rank[rng.integers(0, n, n)], minlength=n).astype(np.float64)
+        e_g = np.add.reduceat(w * err, starts)
+        c_g = np.add.reduceat(w * (1.0 - err), starts)
+        total_e, total_c = e_g.sum(), c_g.sum()
+        if total_e == 0 or total_c == 0:
+            continue
+        below = np.cumsum(c_g) - c_g
+        values.append(float(np.sum(e_g * (below + 0.5 * c_g)) / (total_e * total_c)))
     if len(values) < n_boot / 2:
         return None
     alpha = (1.0 - level) / 2.0
@@ -338,7 +375,7 @@ def compute_metrics(
         "n": int(y.size),
         "accuracy": float(y.mean()),
         "auroc": error_auroc(u, y),
-        "auroc_ci": bootstrap_interval(error_auroc, [u, y], n_boot, level, seed),
+        "auroc_ci": auroc_interval(u, y, n_boot, level, seed),
         "auprc": error_auprc(u, y),
         "aurc": aurc(u, y),
         "prr": prr(u, y),

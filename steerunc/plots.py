@@ -85,7 +85,7 @@ def risk_coverage_plot(curves: Mapping[str, ArrayLike], correct: ArrayLike, *, t
     from matplotlib.figure import Figure
 
     y = np.asarray(correct, dtype=np.float64)
-    fig = Figure(figsize=(6.0, 4.5), layout="constrained")
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
     ax = fig.subplots()
     error_rate = 1.0 - float(y.mean())
     ax.axhline(error_rate, color="0.5", linestyle=":", linewidth=1, label=f"random (AURC {error_rate:.3f})")
@@ -93,9 +93,13 @@ def risk_coverage_plot(curves: Mapping[str, ArrayLike], correct: ArrayLike, *, t
     cov, risk = risk_coverage(oracle, y)
     ax.plot(cov, risk, color="0.3", linestyle="--", linewidth=1, label=f"oracle (AURC {aurc(oracle, y):.3f})")
     top = error_rate
-    for name, uncertainty in curves.items():
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(curves) <= 10 else "tab20"]
+    for i, (name, uncertainty) in enumerate(curves.items()):
         cov, risk = risk_coverage(uncertainty, y)
-        ax.plot(cov, risk, linewidth=1.5, label=f"{name} (AURC {aurc(uncertainty, y):.3f})")
+        label = f"{name} (AURC {aurc(uncertainty, y):.3f})"
+        ax.plot(cov, risk, linewidth=1.5, color=palette(i % palette.N), label=label)
         top = max(top, float(risk[cov >= 0.05].max()))
     ax.set(
         xlim=(0, 1),
@@ -104,7 +108,7 @@ def risk_coverage_plot(curves: Mapping[str, ArrayLike], correct: ArrayLike, *, t
         ylabel="risk (error rate of accepted)",
     )
     ax.set_title(title or "Risk-coverage (lower is better)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig
 
 

@@ -253,3 +253,12 @@ def test_triage_with_a_calibrator_for_another_score_writes_nothing(files: dict[s
     result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--budget", "0.1", source="other")
     assert result.exit_code == 1 and f"{files['other']}:1: no record offers 'mutual_info'" in result.stderr
     assert not (tmp_path / "accept.jsonl").exists() and not (tmp_path / "review.jsonl").exists()
+
+
+def test_calibrate_without_errors_names_the_file(tmp_path: Path) -> None:
+    records = make_records(40, seed=6)
+    for r in records:
+        r["correct"] = True
+    path = write_jsonl(tmp_path / "perfect.jsonl", records)
+    result = run("calibrate", path, "-s", "msp")
+    assert result.exit_code == 2 and f"{path}: calibration needs both correct and incorrect" in result.stderr

@@ -139,6 +139,10 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate() -> None:
     point = M.error_auroc(u, y)
     assert first is not None and point is not None and first[0] < point < first[1]
     assert M.bootstrap_interval(M.error_auroc, [u, y], n_boot=0) is None
+    tied = np.round(u, 1)  # the fast AUROC bootstrap draws the same resamples, ties included
+    assert M.auroc_interval(tied, y, n_boot=200, seed=1) == pytest.approx(
+        M.bootstrap_interval(M.error_auroc, [tied, y], n_boot=200, seed=1), abs=1e-12
+    )
 
 
 def test_compute_metrics_report() -> None:

@@ -16,7 +16,14 @@ from typing import Any
 import click
 import numpy as np
 
-from steerunc.calibration import METHODS, Calibrator, load_calibrator, make_calibrator, save_calibrator
+from steerunc.calibration import (
+    METHODS,
+    CalibrationError,
+    Calibrator,
+    load_calibrator,
+    make_calibrator,
+    save_calibrator,
+)
 from steerunc.cli.common import FileLevelError, stderr, translate_errors
 from steerunc.cli.judge_report import evaluation_tables, triage_summary
 from steerunc.errors import InputError
@@ -45,6 +52,14 @@ def _check_score(scored: ScoredFile, records: list[tuple[int, dict[str, Any]]], 
     if score not in names:
         have = ", ".join(names) or "none"
         raise FileLevelError(f"{scored.path}:{line}: no score '{score}' {what} (this record offers: {have})")
+
+
+def _fit(calibrator: Calibrator, x: Any, y: Any, path: str) -> None:
+    """Fit, naming the file when the data cannot be calibrated (e.g. no errors to learn from)."""
+    try:
+        calibrator.fit(x, y)
+    except CalibrationError as exc:
+        raise InputError(str(exc), path=path) from exc
 
 
 @click.command()
@@ -96,7 +111,7 @@ def calibrate(
         matrix, _, labels = logits_matrix(labelled, tgt, scored_path, labels=True)
         if labels is None:  # pragma: no cover  (labels=True always returns them)
             raise InputError("no labels", path=scored_path)
-        calibrator.fit(matrix, labels)
+        _fit(calibrator, matrix, labels, scored_path)
         confidence = calibrator.predict(matrix)
         correct = (matrix.argmax(axis=1) == labels).astype(np.float64)
     else:
@@ -106,7 +121,7 @@ def calibrate(
         _check_score(scored, records, score, "to calibrate")
         calibrator = make_calibrator(method, score, target=target, higher_means=higher_means, **params)
         values = np.array([score_of(d, score, scored_path, ln) for ln, d in records], dtype=np.float64)
-        calibrator.fit(values, correct)
+        _fit(calibrator, values, correct, scored_path)
         confidence = calibrator.predict(values)
     if output == "-":
         click.echo(json.dumps(calibrator.to_dict(source=os.path.basename(scored_path)), indent=2))
@@ -116,9 +131,9 @@ def calibrate(
         f"Fitted [bold]{calibrator.method}[/] for [bold]{calibrator.score}[/] (target {target}) on "
         f"{len(confidence)} labelled records, {int(correct.sum())} correct; skipped: "
         f"{scored.skipped_text(unlabelled)}.\n"
-        f"In-sample ECE of the calibrated confidence: {ece(confidence, correct):.4f} (15 equal-width bins); "
-        f"measure it on held-out data with `steerunc evaluate --calibrator`."
-        + ("" if output == "-" else f"\nWrote {output}"),
+        f"Calibrated confidence on these records: {confidence.min():.3f} to {confidence.max():.3f}, "
+        f"in-sample ECE {ece(confidence, correct):.4f} (optimistic: measure it on held-out records with "
+        "`steerunc evaluate --calibrator`)." + ("" if output == "-" else f"\nWrote {output}"),
         highlight=False,
     )
 

@@ -147,12 +147,17 @@ def triage_summary(
     if realised is not None:
         lines.append(f"  realised error rate of the {len(known)} labelled accepted records: {realised:.2%}")
     g = router.guarantee
-    if g:
-        bound = "—" if g.get("risk_upper_bound") is None else f"{g['risk_upper_bound']:.2%}"
+    if g and g.get("risk_upper_bound") is None:
+        lines.append(
+            f"  no threshold certifies an error rate <= {g['max_risk']:.2%} with probability >= {1 - g['delta']:.0%} "
+            f"on {g['n_calibration']} labelled records: everything goes to review (more calibration data, "
+            "a looser --max-risk or a larger --delta would help)"
+        )
+    elif g:
         lines.append(
             f"  guarantee: error rate of accepted records <= {g['max_risk']:.2%} with probability >= "
             f"{1 - g['delta']:.0%} (chosen on {g['n_calibration']} labelled records: {g['n_accepted']} accepted, "
-            f"{g['errors_accepted']} errors, Clopper-Pearson upper bound {bound})"
+            f"{g['errors_accepted']} errors, Clopper-Pearson upper bound {g['risk_upper_bound']:.2%})"
         )
     if policy_out:
         lines.append(f"  policy saved to {policy_out}")
