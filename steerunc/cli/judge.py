@@ -303,7 +303,7 @@ def triage(
             (accept if decision.accepted else review).write(dumps(decision.annotate(ln.data, ln.number)) + "\n")
     if policy_out is not None:
         router.save_policy(policy_out)
-    summary = triage_summary(scored, router, decisions, accept_out, review_out, policy_out)
+    summary = triage_summary(scored, router, decisions, accept_out, review_out, policy_out, policy_path)
     if as_json:
         click.echo(json.dumps(_jsonable(summary["json"]), indent=2))
     stderr.print(summary["text"], highlight=False)

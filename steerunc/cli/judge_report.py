@@ -98,6 +98,7 @@ def triage_summary(
     accept_out: str,
     review_out: str,
     policy_out: str | None,
+    policy_in: str | None = None,
 ) -> dict[str, Any]:
     """Counts, threshold, expected and (where labelled) realised risk, and the guarantee."""
     n = len(decisions)
@@ -128,14 +129,15 @@ def triage_summary(
         "accept_out": accept_out,
         "review_out": review_out,
         "policy_out": policy_out,
+        "policy_in": policy_in,
     }
     share = (lambda k: f"{k} ({k / n:.1%})") if n else str
     threshold = "none (everything to review)" if router.threshold is None else f"{router.threshold:.4f}"
+    how = f"{router.mode}{'' if router.budget is None else f' {router.budget:g}'}"
+    if policy_in:
+        how = f"policy {policy_in}, chosen by {how} on {router.source or 'its data'}; a fixed threshold here"
     lines = [
-        (
-            f"Triage of {n} records by {router.calibrator.score}@{router.calibrator.method} "
-            f"({router.mode}{'' if router.budget is None else f' {router.budget:g}'}), threshold {threshold}"
-        ),
+        f"Triage of {n} records by {router.calibrator.score}@{router.calibrator.method} ({how}), threshold {threshold}",
         f"  accepted: {share(len(accepted))} -> {accept_out}",
         (
             f"  review:   {share(n - len(accepted))} -> {review_out}"
