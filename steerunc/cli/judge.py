@@ -1,7 +1,8 @@
 """``steerunc calibrate``, ``evaluate`` and ``triage``: the judging wing on the command line.
 
 They read scored JSONL from ``steerunc score`` or any other system and never
-load a model or torch. stdout carries only the product (a calibrator JSON
+load a model (torch is loaded only while netcal fits beta or temperature
+scaling). stdout carries only the product (a calibrator JSON
 when no ``-o`` is given, or ``--json`` output); tables and summaries go to
 stderr. Every file is written to a temporary file and renamed, so a failure
 leaves nothing half-written.
