@@ -12,26 +12,25 @@ from steerunc.cli import main
 __all__ = ["render"]
 
 
-def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
-    found = [(path, command)]
+def _sections(command: click.Command, name: str, parent: click.Context | None) -> list[str]:
+    # each context has its parent's, as when run, so settings such as -h/--help are inherited
+    settings = {**command.context_settings, "terminal_width": 100, "max_content_width": 100}
+    ctx = click.Context(command, info_name=name, parent=parent, **settings)
+    parts = ["", f"## {ctx.command_path}", "", "```", command.get_help(ctx), "```"]
     if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            found.extend(_walk(command.commands[name], [*path, name]))
-    return found
+        for child in sorted(command.commands):
+            parts += _sections(command.commands[child], child, ctx)
+    return parts
 
 
 def render() -> str:
     """The Markdown text of docs/cli.md."""
-    parts = [
+    header = [
         "# Command line reference",
         "",
         "Generated from `--help` by `python -m steerunc.cli.docs > docs/cli.md`; a test keeps it current.",
     ]
-    for path, command in _walk(main, ["steerunc"]):
-        with click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100) as ctx:
-            text = command.get_help(ctx)
-        parts += ["", f"## {' '.join(path)}", "", "```", text, "```"]
-    return "\n".join(parts) + "\n"
+    return "\n".join(header + _sections(main, "steerunc", None)) + "\n"
 
 
 if __name__ == "__main__":
