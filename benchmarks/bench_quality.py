@@ -1,0 +1,230 @@
+"""Does steering disagreement catch the model's errors? One data set, one run, one JSON.
+
+    python benchmarks/bench_quality.py --dataset hatexplain --n 300 [--model default] [--k 6]
+
+Steps (docs/benchmarks.md):
+
+1. convert the data set into steerunc records (a fixed prompt template per
+   task) and annotated examples (<= 50 per perspective) from a part of the data
+   disjoint from the calibration and evaluated items;
+2. build the perspective vectors from the annotations and K random vectors of
+   the same norms (seeded);
+3. score the calibration and evaluated records three ways: steered by the
+   perspectives (``steer``), steered by the random vectors (``random``), and a
+   prompt ensemble with each perspective written into the prompt (``prompt``,
+   K+1 plain passes); ``msp`` and ``entropy`` come free with the base view;
+4. calibrate every score on the calibration split (isotonic) and evaluate on
+   the evaluated split;
+5. write ``<out>/<run>.json`` (and the intermediate files under ``<out>/<run>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from quality_data import DATASETS, PER_PERSPECTIVE, load_task  # noqa: E402
+
+METHODS = ("steer", "random", "prompt")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True,
+                        help=f"one of {', '.join(DATASETS)}; several, comma-separated, share one model load")
+    parser.add_argument("--n", type=int, default=300, help="evaluated items (default 300)")
+    parser.add_argument("--n-cal", type=int, default=200, help="calibration items (default 200)")
+    parser.add_argument("--model", default="default", help="'default', 'tiny-random' or a model directory")
+    parser.add_argument("--k", type=int, default=6, help="perspectives (at most; default 6)")
+    parser.add_argument("--per-perspective", type=int, default=PER_PERSPECTIVE,
+                        help=f"annotated examples per perspective (at most {PER_PERSPECTIVE})")
+    parser.add_argument("--coeff", type=float, default=0.25)
+    parser.add_argument("--layer", type=int, default=None, help="default: the model's default layer")
+    parser.add_argument("--tau", type=float, default=0.4)
+    parser.add_argument("--alpha", type=float, default=0.2)
+    parser.add_argument("--top-m", type=int, default=10)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of steer,random,prompt")
+    parser.add_argument("--seed", type=int, default=0, help="splits, random vectors and bootstrap")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per steered forward pass")
+    parser.add_argument("--plain-batch-size", type=int, default=32, help="rows per plain pass (prompt ensemble)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--data-dir", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data")))
+    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--tag", default="", help="suffix of the run name")
+    args = parser.parse_args(argv)
+    args.datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
+    if not args.datasets or set(args.datasets) - set(DATASETS):
+        parser.error(f"--dataset must name some of {', '.join(DATASETS)}, got {args.dataset!r}")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown or "steer" not in args.methods:
+        parser.error(f"--methods must include steer and only name {', '.join(METHODS)}")
+    return args
+
+
+def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list[str]) -> list[str]:
+    """The command-line equivalents of what the run did in process."""
+    def q(value: str) -> str:
+        return shlex.quote(os.path.relpath(value, REPO) if os.path.isabs(value) else value)
+
+    common = f"--model {q(args.model)} --coeff {args.coeff} --tau {args.tau} --alpha {args.alpha} --top-m {args.top_m}"
+    layer = "" if args.layer is None else f" --layer {args.layer}"
+    cmds = [f"steerunc vectors build {q(files['annotations'])} --from annotations --model {q(args.model)}{layer} "
+            f"-o {q(files['vectors'])}"]
+    for split in ("cal", "eval"):
+        cmds.append(f"steerunc score {q(files[f'records_{split}'])} --vectors {q(files['vectors'])} {common} "
+                    f"-o {q(files[f'steer_{split}'])}")
+        if "random" in methods:
+            cmds.append(f"steerunc score {q(files[f'records_{split}'])} --vectors {q(files['random_vectors'])} "
+                        f"{common} -o {q(files[f'random_{split}'])}")
+    for method in methods:
+        cals = []
+        for target in ("base", "fused"):
+            for score in ("msp", "mutual_info"):
+                cal = os.path.join(files["dir"], method, f"cal-{target}-{score}.json")
+                cmds.append(f"steerunc calibrate {q(files[f'{method}_cal'])} --score {score} --method isotonic "
+                            f"--target {target} -o {q(cal)}")
+                if target == "base":
+                    cals.append(cal)
+        cmds.append(f"steerunc evaluate {q(files[f'{method}_eval'])} --target base "
+                    + " ".join(f"--calibrator {q(c)}" for c in cals) + " --json")
+    return cmds
+
+
+def _by_length(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Similar lengths batch together (less padding); the order changes no score."""
+    return sorted(items, key=lambda x: (len(x["text"]) + sum(len(o) for o in x["options"]), x["id"]))
+
+
+def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds: float = 0.0) -> dict[str, Any]:
+    from steerunc.fusion import FusionConfig
+    from steerunc.model import load_model
+    from steerunc.scorer import ScoreConfig, Scorer
+
+    from quality_eval import judge
+    from quality_scoring import build_perspective_vectors, prompt_ensemble, random_vectors, read_records, score_records
+
+    started = time.perf_counter()
+    task = load_task(dataset, args.data_dir, args.n, args.n_cal, args.k, args.seed, args.per_perspective)
+    name = f"{dataset}-{args.model if os.sep not in args.model else os.path.basename(args.model)}-n{args.n}"
+    name += f"-k{args.k}" + (f"-{args.tag}" if args.tag else "")
+    work = os.path.join(args.out, name)
+    os.makedirs(work, exist_ok=True)
+    files = {"dir": work, "annotations": os.path.join(work, "annotations.jsonl"),
+             "vectors": os.path.join(work, "vectors.safetensors"),
+             "random_vectors": os.path.join(work, "random.safetensors")}
+    _write_jsonl(files["annotations"], task.annotations)
+    for split in ("cal", "eval"):
+        files[f"records_{split}"] = os.path.join(work, f"records-{split}.jsonl")
+        _write_jsonl(files[f"records_{split}"], _by_length(getattr(task, split)))
+        for method in args.methods:
+            files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
+    timings: dict[str, float] = {}
+
+    if model is None:
+        tick = time.perf_counter()
+        model = load_model(args.model, device=args.device)
+        load_seconds = time.perf_counter() - tick
+    timings["load_model"] = load_seconds
+    tick = time.perf_counter()
+    vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
+    timings["build_vectors"] = time.perf_counter() - tick
+    fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m)
+    config = ScoreConfig(coeff=args.coeff, layer=args.layer, fusion=fusion, batch_size=args.batch_size)
+    records = {split: read_records(files[f"records_{split}"]) for split in ("cal", "eval")}
+    scorers = {"steer": Scorer(model, vectors, config)}
+    if "random" in args.methods:
+        scorers["random"] = Scorer(model, random_vectors(vectors, args.seed, files["random_vectors"]), config)
+    for method in args.methods:
+        for split in ("cal", "eval"):
+            out = files[f"{method}_{split}"]
+            if method == "prompt":
+                seconds = prompt_ensemble(model, records[split], task.perspectives, fusion, out, args.plain_batch_size)
+            else:
+                seconds = score_records(scorers[method], records[split], out)
+            timings[f"score_{method}_{split}"] = seconds
+            print(f"[{name}] {method}/{split}: {len(records[split])} records in {seconds:.1f}s", file=sys.stderr)
+
+    results: dict[str, Any] = {}
+    tick = time.perf_counter()
+    for method in args.methods:
+        results[method] = judge(files[f"{method}_cal"], files[f"{method}_eval"], os.path.join(work, method),
+                                n_boot=args.bootstrap, seed=args.seed)
+    timings["evaluate"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - started
+
+    argv = ["python", "benchmarks/bench_quality.py", "--dataset", dataset, "--n", str(args.n),
+            "--model", args.model, "--k", str(args.k)]
+    defaults = _parse(["--dataset", dataset])
+    for key in ("n_cal", "per_perspective", "coeff", "layer", "tau", "alpha", "top_m", "seed", "bootstrap",
+                "batch_size", "plain_batch_size", "device", "data_dir", "out", "tag"):
+        if getattr(args, key) != getattr(defaults, key):
+            argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.methods != list(METHODS):
+        argv += ["--methods", ",".join(args.methods)]
+    from steerunc import __version__
+
+    report = {
+        "run": name,
+        "command": " ".join(shlex.quote(a) for a in argv),
+        "dataset": dataset,
+        "template": task.template,
+        "perspectives": {"names": list(task.perspectives), "as_text": task.perspectives, "recipe": task.recipe,
+                         "how": task.how, "examples": {n: sum(a["perspective"] == n for a in task.annotations)
+                                                       for n in task.perspectives},
+                         "max_per_perspective": args.per_perspective, "vector_norms": vectors.norms},
+        "sources": [os.path.relpath(p, args.data_dir) for p in task.sources],
+        "n_eval": len(task.eval), "n_cal": len(task.cal),
+        "model": {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
+                  "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)},
+        "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer, "tau": args.tau,
+                     "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed, "bootstrap": args.bootstrap,
+                     "calibration": "isotonic, fitted on the calibration split", "batch_size": args.batch_size},
+        "timings_s": timings,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "steerunc_version": __version__,
+        "results": results,
+        "cli_equivalents": _cli_commands(args, files, args.methods),
+    }
+    path = os.path.join(args.out, f"{name}.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print(f"[{name}] wrote {path} in {timings['total']:.0f}s", file=sys.stderr)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    model, seconds = None, 0.0
+    if len(args.datasets) > 1:  # load once for all
+        from steerunc.model import load_model
+
+        tick = time.perf_counter()
+        model = load_model(args.model, device=args.device)
+        seconds = time.perf_counter() - tick
+    for dataset in args.datasets:
+        run(args, dataset, model, seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The judging half of the quality benchmark: calibrate on one split, evaluate on another.
+
+For each scored pair of files (calibration, evaluated) and each target
+prediction (base or fused) it does what
+
+    steerunc calibrate CAL.jsonl --score S --method isotonic --target T -o S.json
+    steerunc evaluate EVAL.jsonl --target T --calibrator S.json ... --json
+
+do, in process, and keeps the numbers the results table needs: AUROC and PRR
+of every score as a detector of the target's errors (with bootstrap
+intervals), ECE of every score after isotonic calibration fitted on the
+calibration split, accuracy, and the Jensen-Shannon distance to the human
+label distribution where there is one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from steerunc.calibration import CalibrationError, make_calibrator, save_calibrator
+from steerunc.evaluation import evaluate
+from steerunc.metrics import bootstrap_interval, js_distance, prr
+from steerunc.scored import TARGETS, read_scored, score_of
+
+__all__ = ["judge", "human_js", "SCORES"]
+
+#: uncertainty scores evaluated (steerunc's output) plus the two confidences read from the probabilities
+SCORES = ("msp", "entropy", "mutual_info", "mean_kl", "flip_rate", "fused_entropy", "fused_confidence")
+
+
+def _fit(cal_path: str, score: str, target: str, out_dir: str) -> tuple[str, Any] | None:
+    """An isotonic calibrator of ``score`` fitted on the calibration split; None if it cannot be
+    fitted (a split where every prediction is right, or every one wrong)."""
+    scored = read_scored(cal_path)
+    records, correct, _ = scored.labelled(TARGETS[target])
+    values = np.array([score_of(d, score, cal_path, ln) for ln, d in records], dtype=np.float64)
+    try:
+        calibrator = make_calibrator("isotonic", score, target=target).fit(values, correct)
+    except CalibrationError:
+        return None
+    path = os.path.join(out_dir, f"cal-{target}-{score}.json")
+    save_calibrator(calibrator, path, source=os.path.basename(cal_path))
+    return path, calibrator
+
+
+def human_js(eval_path: str, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """Mean JS distance (base 2) of base and fused probabilities to ``human_probs``, with intervals."""
+    scored = read_scored(eval_path)
+    rows: dict[str, list[float]] = {"base": [], "fused": []}
+    for _, data in scored.records:
+        human = data.get("human_probs")
+        if not human:
+            continue
+        options = sorted(human)
+        h = [human[o] for o in options]
+        for target, field in (("base", "base_probs"), ("fused", "probs")):
+            p = [data[field].get(o, 0.0) for o in options]
+            rows[target].append(float(js_distance([p], [h])[0]))
+    if not rows["base"]:
+        return None
+    out: dict[str, Any] = {"n": len(rows["base"])}
+    base, fused = np.array(rows["base"]), np.array(rows["fused"])
+    for name, values in (("base", base), ("fused", fused), ("fused_minus_base", fused - base)):
+        out[name] = {"js_distance": float(values.mean()),
+                     "ci": bootstrap_interval(lambda v: float(v.mean()), [values], n_boot, seed=seed)}
+    return out
+
+
+def judge(cal_path: str, eval_path: str, out_dir: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Every metric of the results table for one method's scored files (see the module docstring)."""
+    os.makedirs(out_dir, exist_ok=True)
+    result: dict[str, Any] = {}
+    for target in ("base", "fused"):
+        calibrators = [c for c in (_fit(cal_path, s, target, out_dir) for s in SCORES) if c is not None]
+        evaluation = evaluate(read_scored(eval_path), target=target, calibrators=calibrators, n_boot=n_boot,
+                              seed=seed, smooth=False)
+        report = evaluation.report
+        rows: dict[str, Any] = {}
+        by_name = {row.name: row for row in evaluation.rows}
+        for score in SCORES:
+            raw = report["scores"][score]
+            calibrated = report["scores"].get(f"{score}@isotonic") or {}
+            row = by_name[score]
+            rows[score] = {
+                "auroc": raw["auroc"], "auroc_ci": raw["auroc_ci"], "auprc": raw["auprc"], "aurc": raw["aurc"],
+                "prr": raw["prr"],
+                "prr_ci": bootstrap_interval(prr, [row.uncertainty, evaluation.correct], n_boot, seed=seed),
+                "ece_raw": raw["ece"],
+                "ece_cal": calibrated.get("ece"), "ece_cal_ci": calibrated.get("ece_ci"),
+                "brier_cal": calibrated.get("brier"),
+                "selective_accuracy": raw["selective_accuracy"],
+            }
+        result[target] = {"n": report["records"]["evaluated"], "accuracy": report["accuracy"],
+                          "errors": report["records"]["errors"], "scores": rows}
+    result["human"] = human_js(eval_path, n_boot, seed)
+    return result
