@@ -34,6 +34,10 @@ __all__ = ["ScoreConfig", "Scorer"]
 
 Result = ScoredRecord | ErrorRecord
 
+#: most view-logit values one chunk of per-token work holds ([positions, K+1, vocab]):
+#: 2**23 float32 values are 32 MiB, and fusing them needs about seven such tensors at once
+_CHUNK_VALUES = 1 << 23
+
 
 @dataclass(frozen=True)
 class ScoreConfig:
@@ -46,7 +50,8 @@ class ScoreConfig:
     batch_size: int = 8  # rows per forward pass (before the K+1 fan-out)
     start: int | None = None  # first steered position; None: 1 if a BOS token is prepended, else 0
     max_tokens: int | None = None  # None: the model's context length
-    chunk_positions: int = 16  # positions per chunk of full-vocabulary work
+    chunk_positions: int = 16  # positions per chunk of full-vocabulary work (fewer if a chunk
+    # would hold more than 2**23 view logits: 4 positions for K = 6 and Gemma's vocabulary)
     top_tokens: int = 5  # tokens listed in ``probs`` when scoring over the vocabulary
 
 
@@ -95,6 +100,7 @@ class Scorer:
         self.unembed = Unembedding(model)
         self.start = config.start if config.start is not None else (1 if model.bos_id is not None else 0)
         self.max_tokens = min(config.max_tokens or model.n_ctx, model.n_ctx)
+        self._indices: dict[tuple[int, ...], Tensor] = {}
 
     # ------------------------------------------------------------------ public
     def score(self, records: Iterable[Record | str | ErrorRecord], options: list[str] | None = None) -> list[Result]:
@@ -186,61 +192,96 @@ class Scorer:
     @torch.inference_mode()
     def _run(self, pending: list[_Prepared | ErrorRecord]) -> Iterator[Result]:
         prepared = [p for p in pending if isinstance(p, _Prepared)]
-        hidden = None
+        done: dict[int, ScoredRecord] = {}
         if prepared:
             rows = [row for p in prepared for row in p.rows]
             read = [pos for p in prepared for pos in p.read]
             batch = collate(rows, read, self.model.pad_id, self.model.device)
             hidden = steered_hidden(self.model, batch, self.steer, self.layer, self.start)
-        offset = 0
+            done = self._finish_batch(prepared, hidden)
         for item in pending:
-            if isinstance(item, ErrorRecord):
-                yield item
-                continue
-            assert hidden is not None
-            n = len(item.rows)
-            yield self._finish(item, hidden[offset : offset + n])
-            offset += n
+            yield item if isinstance(item, ErrorRecord) else done[id(item)]
 
-    def _finish(self, item: _Prepared, hidden: Tensor) -> ScoredRecord:
-        """``hidden``: [rows, K+1, n_read, d] for this record."""
-        if item.record.mode == "continuation":
-            return self._finish_continuation(item, hidden[0, :, : len(item.targets or [])])
-        if item.record.mode == "next_token":
-            z = self.unembed(hidden[0, :, 0])  # [K+1, vocab]
-            labels = None
-        elif item.single_token_options:
-            ids = torch.tensor([ids[0] for ids in item.option_ids or []], device=hidden.device)
-            z = self.unembed(hidden[0, :, 0], ids)  # [K+1, C]; softmax over options ignores the shift
-            labels = item.record.options
-        else:
-            columns = []
-            for row, ids in enumerate(item.option_ids or []):
-                logp = torch.log_softmax(self.unembed(hidden[row, :, : len(ids)]), dim=-1)  # [K+1, n, V]
-                target = torch.tensor(ids, device=logp.device)
-                columns.append(logp.gather(-1, target.expand(logp.shape[0], -1).unsqueeze(-1)).sum((-1, -2)))
-            z = torch.stack(columns, dim=-1)  # [K+1, C] full option log-probabilities
-            labels = item.record.options
-        return self._build(item, fuse(z, self.config.fusion), z, labels)
+    def _finish_batch(self, prepared: list[_Prepared], hidden: Tensor) -> dict[int, ScoredRecord]:
+        """``hidden``: [rows, K+1, n_read, d] for the whole batch; results keyed by ``id(item)``."""
+        done: dict[int, ScoredRecord] = {}
+        options: list[tuple[_Prepared, Tensor]] = []
+        offset = 0
+        for item in prepared:
+            part = hidden[offset : offset + len(item.rows)]
+            offset += len(item.rows)
+            if item.record.mode == "continuation":
+                done[id(item)] = self._finish_continuation(item, part[0, :, : len(item.targets or [])])
+            elif item.record.mode == "next_token":
+                done[id(item)] = self._finish_vocabulary(item, self.unembed(part[0, :, 0]))  # [K+1, vocab]
+            else:
+                options.append((item, self._option_logits(item, part)))
+        # the option logits of the whole batch leave the device in one copy; fusing a
+        # [K+1, C] table is cheaper on the host than launching kernels for it
+        for (item, _), z in zip(options, _to_host([z for _, z in options])):
+            done[id(item)] = self._build(item, fuse(z, self.config.fusion), z, item.record.options)
+        return done
 
-    def _dist(self, logp: Tensor, labels: list[str] | None) -> tuple[str, dict[str, float]]:
-        """(argmax label, probabilities); over a vocabulary only the top tokens are listed."""
+    def _index(self, ids: list[int]) -> Tensor:
+        """Token ids as a tensor on the model's device, made once per distinct list."""
+        key = tuple(ids)
+        if key not in self._indices:
+            if len(self._indices) >= 4096:
+                self._indices.clear()
+            self._indices[key] = torch.tensor(ids, dtype=torch.long, device=self.model.device)
+        return self._indices[key]
+
+    def _option_logits(self, item: _Prepared, hidden: Tensor) -> Tensor:
+        """``[K+1, C]`` option scores: logits of single-token options (their rows of the
+        head only; a softmax over options ignores the shift), else full log-probabilities."""
+        option_ids = item.option_ids or []
+        if item.single_token_options:
+            return self.unembed(hidden[0, :, 0], self._index([ids[0] for ids in option_ids]))
+        columns = []
+        for row, ids in enumerate(option_ids):
+            z = self.unembed(hidden[row, :, : len(ids)])  # [K+1, n, V]
+            target = self._index(ids).expand(z.shape[0], -1).unsqueeze(-1)
+            columns.append((z.gather(-1, target)[..., 0] - z.logsumexp(-1)).sum(-1))
+        return torch.stack(columns, dim=-1)  # [K+1, C] full option log-probabilities
+
+    def _finish_vocabulary(self, item: _Prepared, z: Tensor) -> ScoredRecord:
+        """Next-token mode: fuse on the device, bring back the top tokens and the scores."""
+        fused = fuse(z, self.config.fusion)
+        top = torch.cat([fused.fused_logp[None], fused.logp]).topk(self.config.top_tokens, dim=-1)
+        small = [top.values, top.indices, fused.weights, fused.view_kl, fused.view_js]
+        values, indices, weights, view_kl, view_js, *scores = _to_host(small + [fused.scores[n] for n in SCORE_NAMES])
+        host = Fused(values[1:], values[0], values[0], weights, view_kl, view_js, dict(zip(SCORE_NAMES, scores)))
+        return self._build(item, host, values, None, indices)
+
+    def _dist(self, logp: Tensor, labels: list[str] | None, ids: Tensor | None = None) -> tuple[str, dict[str, float]]:
+        """(argmax label, probabilities); over a vocabulary only the top tokens are listed.
+
+        ``ids``: the vocabulary ids of the entries of ``logp`` when it holds top tokens only."""
         probs = logp.exp()
         if labels is not None:
             values = probs.tolist()
             return labels[int(probs.argmax())], {label: v for label, v in zip(labels, values)}
-        top = probs.topk(self.config.top_tokens)
+        top = probs.topk(min(self.config.top_tokens, probs.shape[-1]))
+        token_ids = top.indices if ids is None else ids[top.indices]
         # token strings, not decoded text: decoding can map different tokens to one string
-        words = self.model.tokenizer.convert_ids_to_tokens(top.indices.tolist())
+        words = self.model.tokenizer.convert_ids_to_tokens(token_ids.tolist())
         return words[0], dict(zip(words, top.values.tolist()))
 
-    def _build(self, item: _Prepared, fused: Fused, z: Tensor, labels: list[str] | None) -> ScoredRecord:
+    def _build(
+        self, item: _Prepared, fused: Fused, z: Tensor, labels: list[str] | None, ids: Tensor | None = None
+    ) -> ScoredRecord:
+        """Host tensors in, a record out. ``ids`` (vocabulary mode): row r of ``ids`` names
+        the tokens of ``fused.fused_logp`` (r = 0) and ``fused.logp[r - 1]``."""
         record = item.record
-        prediction, probs = self._dist(fused.fused_logp, labels)
-        base_prediction, base_probs = self._dist(fused.logp[0], labels)
+
+        def pick(row: int) -> Tensor | None:
+            return None if ids is None else ids[row]
+
+        prediction, probs = self._dist(fused.fused_logp, labels, pick(0))
+        base_prediction, base_probs = self._dist(fused.logp[0], labels, pick(1))
         views = {}
         for k, name in enumerate(self.names):
-            view_pred, view_probs = self._dist(fused.logp[k + 1], labels)
+            view_pred, view_probs = self._dist(fused.logp[k + 1], labels, pick(k + 2))
             views[name] = {"prediction": view_pred, "probs": view_probs, "kl": float(fused.view_kl[k])}
         logits = base_logits = None
         if labels is not None:
@@ -264,44 +305,51 @@ class Scorer:
             line=record.line,
         )
 
+    def _chunk_positions(self) -> int:
+        """Positions per chunk: ``chunk_positions``, fewer when one chunk's view logits
+        (positions × (K+1) × vocabulary) would exceed ``_CHUNK_VALUES``."""
+        per_position = (len(self.names) + 1) * self.unembed.vocab_size
+        return max(1, min(self.config.chunk_positions, _CHUNK_VALUES // per_position))
+
     def _finish_continuation(self, item: _Prepared, hidden: Tensor) -> ScoredRecord:
-        """``hidden``: [K+1, n_tokens, d]. Full-vocabulary work in chunks of positions."""
+        """``hidden``: [K+1, n_tokens, d]. Full-vocabulary work in chunks of positions,
+        written into buffers allocated once, so peak memory is one chunk's, whatever the length."""
         targets = item.targets or []
-        per_token: dict[str, list[Tensor]] = {name: [] for name in SCORE_NAMES}
-        base_lp, fused_lp, view_lp, view_kl, weights = [], [], [], [], []
-        step = self.config.chunk_positions
-        for lo in range(0, len(targets), step):
-            z = self.unembed(hidden[:, lo : lo + step]).transpose(0, 1)  # [chunk, K+1, V]
-            fused = fuse(z, self.config.fusion)
-            target = torch.tensor(targets[lo : lo + step], device=z.device)
-            for name in SCORE_NAMES:
-                per_token[name].append(fused.scores[name])
-            base_lp.append(fused.logp[:, 0].gather(-1, target[:, None])[:, 0])
-            view_lp.append(fused.logp[:, 1:].gather(-1, target[:, None, None].expand(-1, len(self.names), 1))[..., 0])
-            fused_lp.append(fused.fused_logp.gather(-1, target[:, None])[:, 0])
-            view_kl.append(fused.view_kl)
-            weights.append(fused.weights)
-        scores = {name: torch.cat(values) for name, values in per_token.items()}
-        base_t, fused_t = torch.cat(base_lp), torch.cat(fused_lp)
-        kl_t, lp_t, w_t = torch.cat(view_kl), torch.cat(view_lp), torch.cat(weights)
+        n, k = len(targets), len(self.names)
+        device = hidden.device
+        scores = torch.empty((len(SCORE_NAMES), n), device=device)
+        base_t, fused_t = torch.empty(n, device=device), torch.empty(n, device=device)
+        lp_t, kl_t, w_t = (torch.empty((n, k), device=device) for _ in range(3))
+        target_t = torch.tensor(targets, dtype=torch.long, device=device)
+        step = self._chunk_positions()
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            self._continuation_chunk(
+                hidden[:, lo:hi], target_t[lo:hi], scores[:, lo:hi], base_t[lo:hi], fused_t[lo:hi],
+                lp_t[lo:hi], kl_t[lo:hi], w_t[lo:hi],
+            )
+        scores, base_t, fused_t, lp_t, kl_t, w_t = _to_host([scores, base_t, fused_t, lp_t, kl_t, w_t])
+        per_name = dict(zip(SCORE_NAMES, scores))
+        columns = [values.tolist() for values in scores]
+        base_list, fused_list = base_t.tolist(), fused_t.tolist()
         decode = self.model.tokenizer.decode
         tokens = [
             {
                 "token": decode([tok]),
-                "base_logprob": float(base_t[i]),
-                "fused_logprob": float(fused_t[i]),
-                "scores": {name: float(scores[name][i]) for name in SCORE_NAMES},
+                "base_logprob": base_list[i],
+                "fused_logprob": fused_list[i],
+                "scores": {name: columns[j][i] for j, name in enumerate(SCORE_NAMES)},
             }
             for i, tok in enumerate(targets)
         ]
         aggregates = {
-            "mean": {name: float(v.mean()) for name, v in scores.items()},
-            "max": {name: float(v.max()) for name, v in scores.items()},
-            "sum": {name: float(v.sum()) for name, v in scores.items()},
+            "mean": {name: float(v.mean()) for name, v in per_name.items()},
+            "max": {name: float(v.max()) for name, v in per_name.items()},
+            "sum": {name: float(v.sum()) for name, v in per_name.items()},
         }
         views = {
-            name: {"kl": float(kl_t[:, k].mean()), "logprob": float(lp_t[:, k].sum())}
-            for k, name in enumerate(self.names)
+            name: {"kl": float(kl_t[:, j].mean()), "logprob": float(lp_t[:, j].sum())}
+            for j, name in enumerate(self.names)
         }
         record = item.record
         return ScoredRecord(
@@ -320,3 +368,31 @@ class Scorer:
             line=record.line,
             extra={"base_logprob": float(base_t.sum()), "fused_logprob": float(fused_t.sum())},
         )
+
+    def _continuation_chunk(
+        self, hidden: Tensor, target: Tensor, scores: Tensor, base: Tensor, fused_lp: Tensor,
+        view_lp: Tensor, view_kl: Tensor, weights: Tensor,
+    ) -> None:
+        """One chunk: ``hidden`` [K+1, chunk, d]; results written into the given slices.
+        A function of its own so that the chunk's vocabulary-sized tensors die on return."""
+        z = self.unembed(hidden.transpose(0, 1))  # [chunk, K+1, V]
+        fused = fuse(z, self.config.fusion)
+        for j, name in enumerate(SCORE_NAMES):
+            scores[j] = fused.scores[name]
+        base.copy_(fused.logp[:, 0].gather(-1, target[:, None])[:, 0])
+        view_lp.copy_(fused.logp[:, 1:].gather(-1, target[:, None, None].expand(-1, view_lp.shape[1], 1))[..., 0])
+        fused_lp.copy_(fused.fused_logp.gather(-1, target[:, None])[:, 0])
+        view_kl.copy_(fused.view_kl)
+        weights.copy_(fused.weights)
+
+
+def _to_host(tensors: list[Tensor]) -> list[Tensor]:
+    """Small result tensors on the host, in one device-to-host copy (as they are on CPU)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return list(tensors)
+    return _packed_to_host(tensors)
+
+
+def _packed_to_host(tensors: list[Tensor]) -> list[Tensor]:
+    flat = torch.cat([t.reshape(-1).double() for t in tensors]).cpu()  # exact for float32 and ids
+    return [part.to(t.dtype).view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]

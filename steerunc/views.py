@@ -9,6 +9,10 @@ the batch-leading tensors it is given (attention mask, rotary tables) to match.
 The language-model head is never run here: :func:`steered_hidden` returns the
 final-normed hidden states at the requested positions only, and
 :class:`Unembedding` turns them into logits for just the rows (tokens) needed.
+Nothing after the final block mixes positions, so that block's MLP and attention
+output projection run at the requested positions only (its attention still reads
+keys and values at every position). Both need the MLP to be position-wise, as
+dense and token-routed MoE MLPs are.
 
 Padding is on the right: with a causal mask, pad tokens after a sequence never
 influence its real positions, and positions stay 0..n-1, so a record scores the
@@ -88,6 +92,60 @@ def _fan_out(steer: Tensor, start: int) -> Callable[..., Tensor]:
     return hook
 
 
+class _ReadPositionsOnly:
+    """Run a position-wise module (an MLP, an output projection) at the read positions only.
+
+    Registered on the final block: nothing after it mixes positions, so its
+    position-wise parts are needed only where hidden states are read. Other
+    positions get zeros, which the block adds to its residual and which are
+    never read. The read positions of each row are ``positions`` (batch rows),
+    repeated per view once the batch has been fanned out.
+    """
+
+    def __init__(self, positions: Tensor, views: int) -> None:
+        self.positions = positions  # [rows, n_read]
+        self.views = views
+        self.index: Tensor | None = None
+        self.shape: torch.Size | None = None
+
+    def _index_for(self, x: Any) -> Tensor | None:
+        rows, n_read = self.positions.shape
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] <= n_read:
+            return None
+        if x.shape[0] == rows * self.views:
+            return self.positions.repeat_interleave(self.views, dim=0)
+        return self.positions if x.shape[0] == rows else None
+
+    def pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        self.index = self._index_for(args[0]) if args else None
+        if self.index is None:
+            return None
+        x = args[0]
+        self.shape = x.shape
+        picked = x.gather(1, self.index[:, :, None].expand(-1, -1, x.shape[2]))
+        return (picked,) + args[1:], kwargs
+
+    def post(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        index, shape = self.index, self.shape
+        self.index = self.shape = None
+        if index is None or shape is None:
+            return None
+        out = output[0] if isinstance(output, tuple) else output
+        full = out.new_zeros((shape[0], shape[1], out.shape[2]))
+        full.scatter_(1, index[:, :, None].expand(-1, -1, out.shape[2]), out)
+        return (full,) + tuple(output[1:]) if isinstance(output, tuple) else full
+
+
+def _read_only_modules(block: Any) -> list[Any]:
+    """The final block's position-wise modules that can run at the read positions only."""
+    found = []
+    for owner, name in ((block, "mlp"), (getattr(block, "attn", None), "o")):
+        module = getattr(owner, name, None) if owner is not None else None
+        if isinstance(module, torch.nn.Module):
+            found.append(module)
+    return found
+
+
 @torch.no_grad()
 def steered_hidden(model: LoadedModel, batch: Batch, steer: Tensor, layer: int, start: int = 0) -> Tensor:
     """Final-normed hidden states of every view at the batch's read positions.
@@ -114,9 +172,17 @@ def steered_hidden(model: LoadedModel, batch: Batch, steer: Tensor, layer: int, 
 
     with ExitStack() as stack:
         stack.enter_context(bridge.hooks(fwd_hooks=[(hook_name(layer), _fan_out(steer, start))]))
-        for block in list(bridge.blocks)[layer + 1 :]:
+        blocks = list(bridge.blocks)
+        for block in blocks[layer + 1 :]:
             handle = block.register_forward_pre_hook(widen_inputs, with_kwargs=True)
             stack.callback(handle.remove)
+        for module in _read_only_modules(blocks[-1]):
+            sparse = _ReadPositionsOnly(batch.positions, views)
+            for handle in (
+                module.register_forward_pre_hook(sparse.pre, with_kwargs=True),
+                module.register_forward_hook(sparse.post, with_kwargs=True),
+            ):
+                stack.callback(handle.remove)
         decoder = model.hf_model.get_decoder()
         out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
