@@ -176,7 +176,7 @@ def _convert_default(target: str) -> None:
     log.info("2/3 de-quantising the weights")
     hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
     log.info("3/3 writing the safetensors cache")
-    hf_model.hf_quantizer = None  # weights are de-quantised already; save them plain
+    setattr(hf_model, "hf_quantizer", None)  # weights are de-quantised already; save them plain
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [_DEFAULT_ARCH]
     os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -84,8 +84,9 @@ def tiny_random_model(seed: int = 0) -> tuple[Any, Any]:
         torch.random.set_rng_state(generator_state)
     # random init gives a near-uniform next-token distribution; widen the
     # unembedding so the tiny model has opinions worth disagreeing about
+    embedding: Any = model.get_input_embeddings()
     with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(8.0)
+        embedding.weight.mul_(8.0)
     model.eval()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return model, tokenizer

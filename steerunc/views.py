@@ -205,6 +205,7 @@ class Unembedding:
     def vocab_size(self) -> int:
         return int(self.weight.shape[0])
 
+    @torch.no_grad()
     def __call__(self, hidden: Tensor, token_ids: Tensor | None = None) -> Tensor:
         """Logits ``[..., n_tokens]`` (all tokens when ``token_ids`` is None), in float32."""
         weight = self.weight if token_ids is None else self.weight[token_ids]
