@@ -136,6 +136,23 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
             + f"{_num(mean([r['fused_accuracy'] - r['base_accuracy'] for r in rs]))} | "
             + " | ".join(_num(per.get(d)) for d in sweep["datasets"]) + " |"
         )
+    best = max(grouped, key=lambda key: mean([mean([r["auroc"][s] for s in STEER_SCORES]) for r in grouped[key]]) or 0)
+    out += ["", f"tau, alpha and K at layer {best[0]}, coeff {best[1]} (K = all: each set's largest K):", "",
+            "| tau | alpha | K | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
+            + " | fused acc. - base acc. | JS fused - JS base |",
+            "| ---: | ---: | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: |"]
+    k_of = {d: max(x["k"] for x in rows if x["dataset"] == d) for d in sweep["datasets"]}
+    for tau in sweep["taus"]:
+        for alpha in sweep["alphas"]:
+            for k in sweep["ks"]:
+                rs = [r for r in rows if (r["layer"], r["coeff"], r["tau"], r["alpha"]) == (*best, tau, alpha)
+                      and r["k"] == min(k, k_of[r["dataset"]])]
+                js = [r["js_fused"] - r["js_base"] for r in rs if r["js_base"] is not None]
+                out.append(
+                    f"| {tau} | {alpha} | {k} | " + " | ".join(_num(mean([r["auroc"][s] for r in rs]))
+                                                              for s in STEER_SCORES)
+                    + f" | {_num(mean([r['fused_accuracy'] - r['base_accuracy'] for r in rs]))} | {_num(mean(js))} |"
+                )
     return "\n".join(out)
 
 
