@@ -33,12 +33,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from quality_data import DATASETS, PER_PERSPECTIVE, load_task  # noqa: E402
+from quality_data import DATASETS, PER_PERSPECTIVE, by_length, load_task  # noqa: E402
 
 METHODS = ("steer", "random", "prompt")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from steerunc.fusion import FusionConfig
+    from steerunc.scorer import ScoreConfig
+
+    steering, fusion = ScoreConfig(), FusionConfig()  # the library's defaults are the harness's
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True,
@@ -49,11 +53,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=6, help="perspectives (at most; default 6)")
     parser.add_argument("--per-perspective", type=int, default=PER_PERSPECTIVE,
                         help=f"annotated examples per perspective (at most {PER_PERSPECTIVE})")
-    parser.add_argument("--coeff", type=float, default=0.25)
+    parser.add_argument("--coeff", type=float, default=steering.coeff)
     parser.add_argument("--layer", type=int, default=None, help="default: the model's default layer")
-    parser.add_argument("--tau", type=float, default=0.4)
-    parser.add_argument("--alpha", type=float, default=0.2)
-    parser.add_argument("--top-m", type=int, default=10)
+    parser.add_argument("--center", action=argparse.BooleanOptionalAction, default=steering.center,
+                        help="steer with centred vectors (default: as steerunc score, centred when K >= 2)")
+    parser.add_argument("--tau", type=float, default=fusion.tau)
+    parser.add_argument("--alpha", type=float, default=fusion.alpha)
+    parser.add_argument("--top-m", type=int, default=fusion.top_m)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of steer,random,prompt")
     parser.add_argument("--seed", type=int, default=0, help="splits, random vectors and bootstrap")
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -85,7 +91,8 @@ def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list
     def q(value: str) -> str:
         return shlex.quote(os.path.relpath(value, REPO) if os.path.isabs(value) else value)
 
-    common = f"--model {q(args.model)} --coeff {args.coeff} --tau {args.tau} --alpha {args.alpha} --top-m {args.top_m}"
+    center = {None: "", True: " --center", False: " --no-center"}[args.center]
+    common = f"--model {q(args.model)} --coeff {args.coeff}{center} --tau {args.tau} --alpha {args.alpha} --top-m {args.top_m}"
     layer = "" if args.layer is None else f" --layer {args.layer}"
     cmds = [f"steerunc vectors build {q(files['annotations'])} --from annotations --model {q(args.model)}{layer} "
             f"-o {q(files['vectors'])}"]
@@ -109,11 +116,6 @@ def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list
     return cmds
 
 
-def _by_length(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Similar lengths batch together (less padding); the order changes no score."""
-    return sorted(items, key=lambda x: (len(x["text"]) + sum(len(o) for o in x["options"]), x["id"]))
-
-
 def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds: float = 0.0) -> dict[str, Any]:
     from steerunc.fusion import FusionConfig
     from steerunc.model import load_model
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
     _write_jsonl(files["annotations"], task.annotations)
     for split in ("cal", "eval"):
         files[f"records_{split}"] = os.path.join(work, f"records-{split}.jsonl")
-        _write_jsonl(files[f"records_{split}"], _by_length(getattr(task, split)))
+        _write_jsonl(files[f"records_{split}"], by_length(getattr(task, split)))
         for method in args.methods:
             files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
     timings: dict[str, float] = {}
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
     vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
     timings["build_vectors"] = time.perf_counter() - tick
     fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m)
-    config = ScoreConfig(coeff=args.coeff, layer=args.layer, fusion=fusion, batch_size=args.batch_size)
+    config = ScoreConfig(coeff=args.coeff, layer=args.layer, center=args.center, fusion=fusion,
+                         batch_size=args.batch_size)
     records = {split: read_records(files[f"records_{split}"]) for split in ("cal", "eval")}
     scorers = {"steer": Scorer(model, vectors, config)}
     if "random" in args.methods:
@@ -178,6 +181,8 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
                 "batch_size", "plain_batch_size", "device", "data_dir", "out", "tag"):
         if getattr(args, key) != getattr(defaults, key):
             argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.center is not None:
+        argv.append("--center" if args.center else "--no-center")
     if args.methods != list(METHODS):
         argv += ["--methods", ",".join(args.methods)]
     from steerunc import __version__
@@ -190,12 +195,15 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         "perspectives": {"names": list(task.perspectives), "as_text": task.perspectives, "recipe": task.recipe,
                          "how": task.how, "examples": {n: sum(a["perspective"] == n for a in task.annotations)
                                                        for n in task.perspectives},
-                         "max_per_perspective": args.per_perspective, "vector_norms": vectors.norms},
+                         "max_per_perspective": args.per_perspective, "vector_norms": vectors.norms,
+                         "mean_cosine": vectors.mean_cosine()},
         "sources": [os.path.relpath(p, args.data_dir) for p in task.sources],
         "n_eval": len(task.eval), "n_cal": len(task.cal),
         "model": {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
                   "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)},
-        "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer, "tau": args.tau,
+        "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer,
+                     "center": args.center if args.center is not None else len(vectors.names) >= 2,
+                     "tau": args.tau,
                      "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed, "bootstrap": args.bootstrap,
                      "calibration": "isotonic, fitted on the calibration split", "batch_size": args.batch_size},
         "timings_s": timings,

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from quality_data import DATASETS, load_task  # noqa: E402
+from quality_data import DATASETS, by_length, load_task  # noqa: E402
 
 TAU0 = 0.4  # the temperature the views are stored at
 
@@ -51,6 +51,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--taus", default="0.4,1.0")
     parser.add_argument("--alphas", default="0,0.2,0.5")
     parser.add_argument("--ks", default="2,4,6")
+    parser.add_argument("--centers", default="0,1", help="steer with raw (0) and/or centred (1) vectors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data-dir", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data")))
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = [int(x) for x in args.layers.split(",")] if args.layers else [d - 3, d, d + 2]
     coeffs, taus, alphas = _floats(args.coeffs), _floats(args.taus), _floats(args.alphas)
     ks = [int(x) for x in args.ks.split(",")]
+    centers = [bool(int(x)) for x in args.centers.split(",") if x.strip()]
     rows: list[dict[str, Any]] = []
     work = os.path.join(os.path.dirname(args.out), "sweep")
     os.makedirs(work, exist_ok=True)
@@ -133,31 +135,32 @@ def main(argv: list[str] | None = None) -> int:
         with open(notes, "w") as handle:
             handle.writelines(json.dumps(a) + "\n" for a in task.annotations)
         with open(dev, "w") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in task.cal)
+            handle.writelines(json.dumps(r) + "\n" for r in by_length(task.cal))
         records = read_records(dev)
         k_max = len(task.perspectives)
         for layer in layers:
             tick = time.perf_counter()
             vectors = build_perspective_vectors(model, notes, layer, os.path.join(work, f"{dataset}-L{layer}.safetensors"))
             built = time.perf_counter() - tick
-            for coeff in coeffs:
+            for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()
-                scorer = Scorer(model, vectors, ScoreConfig(coeff=coeff, batch_size=args.batch_size))
-                z_list, kept = _views(list(scorer.score_iter(records)))
+                config = ScoreConfig(coeff=coeff, center=center, batch_size=args.batch_size)
+                z_list, kept = _views(list(Scorer(model, vectors, config).score_iter(records)))
                 seconds = time.perf_counter() - tick
                 for tau, alpha, k in itertools.product(taus, alphas, ks):
                     if k > k_max:
                         continue
-                    row = {"dataset": dataset, "layer": layer, "coeff": coeff, "tau": tau, "alpha": alpha, "k": k,
-                           "n_dev": len(kept), **_evaluate(z_list, kept, tau, alpha, k)}
+                    # K < k_max keeps the first k views: centred, they were centred on all k_max
+                    row = {"dataset": dataset, "layer": layer, "coeff": coeff, "center": center, "tau": tau,
+                           "alpha": alpha, "k": k, "n_dev": len(kept), **_evaluate(z_list, kept, tau, alpha, k)}
                     rows.append(row)
-                print(f"[sweep] {dataset} L{layer} c{coeff}: {len(kept)} dev records in {seconds:.0f}s "
-                      f"(vectors {built:.0f}s); MI AUROC at tau 0.4: "
+                print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
+                      f"{seconds:.0f}s (vectors {built:.0f}s); MI AUROC at tau 0.4: "
                       f"{_evaluate(z_list, kept, 0.4, 0.2, k_max)['auroc']['mutual_info']}", file=sys.stderr)
     report = {
         "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
-        "ks": ks, "n_dev": args.n_dev, "datasets": args.datasets, "seconds": time.perf_counter() - started,
+        "ks": ks, "centers": centers, "n_dev": args.n_dev, "datasets": args.datasets, "seconds": time.perf_counter() - started,
         "split": "first n_dev records of each calibration split (never evaluated)", "rows": rows,
     }
     with open(args.out, "w") as handle:

@@ -113,8 +113,9 @@ class LoadedModel:
 
     @property
     def default_layer(self) -> int:
-        """About 3/4 of the depth, leaving at least one block after it."""
-        return max(0, min(int(0.75 * self.n_layers), self.n_layers - 2))
+        """The second-to-last block: steering there moved uncertainty scores most on dev data
+        (docs/results.md, "Sweep"), and one block still follows it."""
+        return max(0, self.n_layers - 2)
 
     @property
     def bos_id(self) -> int | None:

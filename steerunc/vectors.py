@@ -78,6 +78,36 @@ class SteeringVectors:
         unit = self.vectors / self.vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return unit * coeffs * self.resid_norm
 
+    def centered(self) -> "SteeringVectors":
+        """The vectors minus their mean over the K perspectives (docs/method.md, "Centring").
+
+        Mean-difference vectors of one task often share one dominant direction
+        (answer-recipe vectors are mostly "say the harsher label"): steered along
+        it, every view moves the same way and the views never disagree with each
+        other. Centring keeps what tells the perspectives apart. Needs K >= 2.
+        """
+        if len(self.names) < 2:
+            raise VectorsError("centring needs at least 2 perspectives: one vector minus its mean is zero")
+        rows = self.vectors - self.vectors.mean(dim=0, keepdim=True)
+        small = [n for n, norm in zip(self.names, rows.norm(dim=1).tolist()) if norm < 1e-6 * self.resid_norm]
+        if small:
+            raise VectorsError(f"perspective(s) {', '.join(small)} equal the mean of all: nothing left after centring")
+        return SteeringVectors(
+            names=list(self.names), vectors=rows, layer=self.layer, model_id=self.model_id,
+            fingerprint=self.fingerprint, resid_norm=self.resid_norm, n_pairs=list(self.n_pairs),
+            meta={**self.meta, "centered": "true"},
+        )
+
+    def mean_cosine(self) -> float | None:
+        """Mean cosine similarity between distinct vectors (None for K = 1): near 1 means
+        the perspectives are one direction, and centring is worth trying."""
+        k = len(self.names)
+        if k < 2:
+            return None
+        unit = self.vectors / self.vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        cos = unit @ unit.T
+        return float((cos.sum() - cos.diagonal().sum()) / (k * (k - 1)))
+
     def check_model(self, model: LoadedModel) -> None:
         """Raise :class:`VectorsError` unless these vectors were made for ``model``."""
         if self.d_model != model.d_model or self.fingerprint != model.fingerprint:
@@ -104,6 +134,7 @@ class SteeringVectors:
             "perspectives": json.dumps(self.names),
             "n_pairs": json.dumps(self.n_pairs),
             "norms": json.dumps(self.norms),
+            "mean_cosine": json.dumps(self.mean_cosine()),
             "resid_norm": repr(self.resid_norm),
             "steerunc_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -145,8 +145,26 @@ def test_vectors_build_and_use(tmp_path: Path) -> None:
     assert built.exit_code == 0, built.stderr
     info = json.loads(_run(["vectors", "info", str(vecs)]).stdout)
     assert info["perspectives"] == ["kind", "harsh"] and info["layer"] == "1"
+    assert -1.0 <= info["mean_cosine"] <= 1.0
     scored = _run(["score", "-", "--vectors", str(vecs), *TINY], stdin=json.dumps(_good(1)).encode())
     assert scored.exit_code == 0, scored.stderr
     assert set(_lines(scored.stdout)[0]["views"]) == {"kind", "harsh"}
+    centred = _run(["score", "-", "--vectors", str(vecs), "--center", *TINY], stdin=json.dumps(_good(1)).encode())
+    raw = _run(["score", "-", "--vectors", str(vecs), "--no-center", *TINY], stdin=json.dumps(_good(1)).encode())
+    assert centred.exit_code == 0 and raw.exit_code == 0, centred.stderr + raw.stderr
+    assert _lines(centred.stdout)[0]["scores"] == _lines(scored.stdout)[0]["scores"]  # K = 2: centred by default
+    assert _lines(raw.stdout)[0]["scores"] != _lines(scored.stdout)[0]["scores"]
     wrong_layer = _run(["score", "-", "--vectors", str(vecs), "--layer", "2", *TINY], stdin=b"{}")
     assert wrong_layer.exit_code == 1 and "built at layer 1" in wrong_layer.stderr
+
+
+def test_cli_defaults_are_the_library_defaults() -> None:
+    """The CLI spells its defaults out (its --help loads no torch); they must stay the library's."""
+    from steerunc.cli.score import score
+    from steerunc.fusion import FusionConfig
+    from steerunc.scorer import ScoreConfig
+
+    defaults = {p.name: p.default for p in score.params}
+    steering, fusion = ScoreConfig(), FusionConfig()
+    assert (defaults["coeff"], defaults["center"]) == (steering.coeff, steering.center)
+    assert (defaults["tau"], defaults["alpha"], defaults["top_m"]) == (fusion.tau, fusion.alpha, fusion.top_m)

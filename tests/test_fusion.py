@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import pytest
@@ -74,3 +76,27 @@ def test_continuation_scores_every_token(tiny: Any, tiny_vectors: Any) -> None:
     assert out.score_aggregates["sum"]["mean_kl"] == pytest.approx(sum(per_token), rel=1e-4)
     assert out.scores["mean_kl"] == pytest.approx(sum(per_token) / n, rel=1e-4)
     assert out.prediction is None and out.to_json()["mode"] == "continuation"
+
+
+def test_center_steers_with_the_centred_vectors(tiny: Any, tiny_vectors: Any) -> None:
+    """ScoreConfig(center=True) is the same as scoring with SteeringVectors.centered()."""
+    text = MODERATION.format("you people never learn")
+    centred = Scorer(tiny, tiny_vectors, ScoreConfig(coeff=1.0, center=True)).score_text(text, options=["Yes", "No"])
+    by_hand = Scorer(tiny, tiny_vectors.centered(), ScoreConfig(coeff=1.0)).score_text(text, options=["Yes", "No"])
+    raw = Scorer(tiny, tiny_vectors, ScoreConfig(coeff=1.0, center=False)).score_text(text, options=["Yes", "No"])
+    default = Scorer(tiny, tiny_vectors, ScoreConfig(coeff=1.0)).score_text(text, options=["Yes", "No"])
+    for name in SCORE_NAMES:
+        assert default.scores[name] == centred.scores[name]  # K >= 2: centred unless told otherwise
+        assert centred.scores[name] == pytest.approx(by_hand.scores[name], abs=1e-6)
+    assert centred.scores["mean_kl"] != pytest.approx(raw.scores["mean_kl"], abs=1e-6)
+    assert centred.base_probs == pytest.approx(raw.base_probs)  # the base view is never steered
+
+
+def test_one_vector_is_steered_raw_by_default(tiny: Any, tiny_vectors: Any) -> None:
+    """Centring one vector leaves nothing, so the default (center=None) steers a lone vector as it is."""
+    one = dataclasses.replace(tiny_vectors, names=tiny_vectors.names[:1], vectors=tiny_vectors.vectors[:1],
+                              n_pairs=tiny_vectors.n_pairs[:1])
+    text = MODERATION.format("you people never learn")
+    default = Scorer(tiny, one, ScoreConfig(coeff=1.0)).score_text(text, options=["Yes", "No"])
+    raw = Scorer(tiny, one, ScoreConfig(coeff=1.0, center=False)).score_text(text, options=["Yes", "No"])
+    assert default.scores == raw.scores and default.scores["mean_kl"] > 0

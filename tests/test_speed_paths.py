@@ -102,7 +102,8 @@ def test_continuation_chunked_equals_unchunked(tiny: Any, tiny_vectors: Any) -> 
         values += [v for view in out.views.values() for v in view.values()] + list(out.weights.values())
         return values + [out.extra["base_logprob"], out.extra["fused_logprob"]]
 
-    diff = max(abs(a - b) for a, b in zip(flat(one), flat(whole)))
+    # float32 sums in another order: equal to a few ulps of each value (sums of log-probs reach ~100)
+    diff = max(abs(a - b) / max(1.0, abs(a), abs(b)) for a, b in zip(flat(one), flat(whole)))
     assert diff <= 1e-5
     assert [t["token"] for t in one.tokens] == [t["token"] for t in whole.tokens]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,23 @@ def test_identical_pairs_give_a_clear_error(tiny: Any) -> None:
 def test_layer_out_of_range(tiny: Any) -> None:
     with pytest.raises(VectorsError, match="out of range"):
         build_vectors(tiny, PAIRS, layer=99)
+
+
+def test_centring_removes_the_shared_direction_and_keeps_provenance(tiny: Any) -> None:
+    built = build_vectors(tiny, PAIRS, layer=1)
+    shared = torch.randn(built.d_model, generator=torch.Generator().manual_seed(0)) * 50 * built.vectors.norm(dim=1).max()
+    crowded = replace(built, vectors=built.vectors + shared)  # two perspectives, one dominant direction
+    assert crowded.mean_cosine() > 0.99
+    centred = crowded.centered()
+    assert torch.allclose(centred.vectors, built.vectors - built.vectors.mean(0), atol=1e-2 * float(built.vectors.norm()))
+    assert torch.allclose(centred.vectors.sum(0), torch.zeros(built.d_model), atol=1e-3 * float(shared.norm()))
+    assert centred.mean_cosine() == pytest.approx(-1.0, abs=1e-5)  # K = 2: the two are opposite
+    assert (centred.names, centred.layer, centred.n_pairs) == (built.names, built.layer, built.n_pairs)
+    assert centred.meta["centered"] == "true" and crowded.meta.get("centered") is None
+
+
+def test_centring_one_vector_is_refused(tiny: Any) -> None:
+    one = build_vectors(tiny, PAIRS[:2], layer=1)
+    assert one.mean_cosine() is None
+    with pytest.raises(VectorsError, match="at least 2 perspectives"):
+        one.centered()

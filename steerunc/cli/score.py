@@ -75,9 +75,12 @@ def _items(path: str, skip: set[int], options: list[str] | None) -> Iterator[Rec
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.option("--vectors", "vectors_path", type=click.Path(dir_okay=False),
               help="Steering vectors (.safetensors from 'steerunc vectors build'); default: the shipped perspectives.")
-@click.option("--layer", type=int, help="Block whose output is steered (default: vectors' layer, about 3/4 depth).")
-@click.option("--coeff", type=float, default=0.25, show_default=True,
+@click.option("--layer", type=int, help="Block whose output is steered (default: the vectors' layer; shipped set: second-to-last block).")
+@click.option("--coeff", type=float, default=0.1, show_default=True,
               help="Vector length relative to the mean residual norm at the layer.")
+@click.option("--center/--no-center", default=None,
+              help="Steer with the vectors minus their mean, keeping what tells the perspectives apart "
+                   "(default: centre when there are 2 or more vectors).")
 @click.option("--options", "options_csv", help="Comma-separated options for records without 'options', e.g. 'No,Yes,Unsure'.")
 @click.option("--tau", type=float, default=0.4, show_default=True, help="Temperature of all view distributions.")
 @click.option("--alpha", type=float, default=0.2, show_default=True, help="Contrast of the fused logits.")
@@ -93,7 +96,7 @@ def _items(path: str, skip: set[int], options: list[str] | None) -> Iterator[Rec
 @translate_errors
 def score(
     input_path: str, output: str | None, model: str, vectors_path: str | None, layer: int | None, coeff: float,
-    options_csv: str | None, tau: float, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
+    center: bool | None, options_csv: str | None, tau: float, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
     device: str, dtype: str, resume: bool, strict: bool, quiet: bool,
 ) -> None:
     """Score INPUT.jsonl (or - for stdin): one output line per input line, in order.
@@ -123,7 +126,7 @@ def score(
         raise click.BadParameter(str(exc)) from exc
     loaded = load_model(model, device=device, dtype=dtype)
     vectors = load_vectors(vectors_path, loaded) if vectors_path else None
-    config = ScoreConfig(coeff=coeff, layer=layer, fusion=fusion, batch_size=batch_size, max_tokens=max_tokens)
+    config = ScoreConfig(coeff=coeff, layer=layer, center=center, fusion=fusion, batch_size=batch_size, max_tokens=max_tokens)
     scorer = Scorer(loaded, vectors, config)
 
     total = _count_lines(input_path)

@@ -68,6 +68,10 @@ def build(
     if not quiet:
         summary = ", ".join(f"{n} ({c} pairs)" for n, c in zip(built.names, built.n_pairs))
         stderr.print(f"wrote {len(built.names)} vectors at layer {built.layer} to {output}: {summary}")
+    cosine = built.mean_cosine()
+    if cosine is not None and cosine > 0.9 and not quiet:
+        stderr.print(f"note: the perspectives point almost the same way (mean cosine {cosine:.2f}); "
+                     "'steerunc score' centres them by default, steering by what tells them apart")
 
 
 @vectors.command()
@@ -79,9 +83,10 @@ def info(path: str) -> None:
 
     loaded = load_vectors(path)
     meta = dict(loaded.meta)
-    for key in ("perspectives", "n_pairs", "norms"):
+    for key in ("perspectives", "n_pairs", "norms", "mean_cosine"):
         if key in meta:
             meta[key] = json.loads(meta[key])
+    meta["mean_cosine"] = loaded.mean_cosine()  # files written before it was stored lack it
     click.echo(json.dumps(meta, indent=2))
 
 
