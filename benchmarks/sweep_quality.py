@@ -46,7 +46,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-dev", type=int, default=60)
     parser.add_argument("--model", default="default")
     parser.add_argument("--k", type=int, default=6)
-    parser.add_argument("--layers", default="", help="comma-separated; default: default-3, default, default+2")
+    parser.add_argument("--layers", default="", help="comma-separated; default: default-3, default-1, default (model's blocks only)")
     parser.add_argument("--coeffs", default="0.1,0.25,0.5")
     parser.add_argument("--taus", default="0.4,1.0")
     parser.add_argument("--alphas", default="0,0.2,0.5")
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = load_model(args.model, device="cpu")
     d = model.default_layer
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else [d - 3, d, d + 2]
+    layers = ([int(x) for x in args.layers.split(",")] if args.layers
+              else sorted({min(max(x, 0), model.n_layers - 1) for x in (d - 3, d - 1, d)}))
     coeffs, taus, alphas = _floats(args.coeffs), _floats(args.taus), _floats(args.alphas)
     ks = [int(x) for x in args.ks.split(",")]
     centers = [bool(int(x)) for x in args.centers.split(",") if x.strip()]
