@@ -101,11 +101,14 @@ def cost_table(reports: list[dict[str, Any]]) -> str:
 
 
 def perspectives_table(reports: list[dict[str, Any]]) -> str:
-    lines = ["| data set | recipe | perspectives (examples each) | how |", "| --- | --- | --- | --- |"]
+    lines = ["| data set | recipe | perspectives (examples each) | mean cosine between vectors | steered with | how |",
+             "| --- | --- | --- | ---: | --- | --- |"]
     for report in reports:
         p = report["perspectives"]
         names = ", ".join(f"{n} ({p['examples'][n]})" for n in p["names"])
-        lines.append(f"| {report['dataset']} | {p['recipe']} | {names} | {p['how']} |")
+        centred = "centred vectors" if report["settings"].get("center") else "raw vectors"
+        lines.append(f"| {report['dataset']} | {p['recipe']} | {names} | {_num(p.get('mean_cosine'), 2)} | "
+                     f"{centred} | {p['how']} |")
     return "\n".join(lines)
 
 

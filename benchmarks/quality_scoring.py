@@ -74,13 +74,23 @@ def score_records(scorer: Scorer, records: list[Record], output: str) -> float:
     return time.perf_counter() - start
 
 
-def _plain_scorer(model: LoadedModel, batch_size: int) -> Scorer:
-    """A scorer whose only steered view is a zero vector at the last block: view 0 is a plain pass."""
-    zero = SteeringVectors(
-        names=["none"], vectors=torch.zeros(1, model.d_model), layer=model.n_layers - 1,
-        model_id=model.model_id, fingerprint=model.fingerprint, resid_norm=1.0, n_pairs=[0],
-    )
-    return Scorer(model, zero, ScoreConfig(coeff=0.0, batch_size=batch_size))
+class _PlainScorer(Scorer):
+    """A scorer whose only steered view is a zero vector at the last block: view 0 is a plain pass.
+
+    (``fuse`` needs K >= 1.) The zero view equals view 0, so the output head, the
+    costly part for multi-token options over a 262k vocabulary, is applied to view 0
+    only and its option scores are copied.
+    """
+
+    def __init__(self, model: LoadedModel, batch_size: int) -> None:
+        zero = SteeringVectors(
+            names=["none"], vectors=torch.zeros(1, model.d_model), layer=model.n_layers - 1,
+            model_id=model.model_id, fingerprint=model.fingerprint, resid_norm=1.0, n_pairs=[0],
+        )
+        super().__init__(model, zero, ScoreConfig(coeff=0.0, center=False, batch_size=batch_size))
+
+    def _option_logits(self, item: Any, hidden: torch.Tensor) -> torch.Tensor:
+        return super()._option_logits(item, hidden[:, :1]).repeat(2, 1)
 
 
 def _variants(records: list[Record], notes: list[str]) -> Iterator[Record]:
@@ -101,7 +111,7 @@ def prompt_ensemble(
     schema. Returns the wall time in seconds.
     """
     start = time.perf_counter()
-    scorer = _plain_scorer(model, batch_size)
+    scorer = _PlainScorer(model, batch_size)
     names, notes = list(perspectives), list(perspectives.values())
     views = len(notes) + 1
     results = scorer.score_iter(_variants(records, notes))
