@@ -90,3 +90,22 @@ def test_converters_on_the_real_data(name: str) -> None:
     records: list[dict[str, Any]] = task.cal + task.eval
     assert all(r["label"] in r["options"] for r in records)
     assert len({r["id"] for r in records}) == len(records)
+
+
+def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(tiny: Any) -> None:
+    """The ensemble's plain scorer applies the head to view 0 only; a zero-vector view is that view again."""
+    import torch
+    from quality_scoring import _PlainScorer
+
+    from steerunc.records import Record
+    from steerunc.scorer import ScoreConfig, Scorer
+    from steerunc.vectors import SteeringVectors
+
+    zero = SteeringVectors(names=["none"], vectors=torch.zeros(1, tiny.d_model), layer=tiny.n_layers - 1,
+                           model_id=tiny.model_id, fingerprint=tiny.fingerprint, resid_norm=1.0, n_pairs=[0])
+    full = Scorer(tiny, zero, ScoreConfig(coeff=0.0, center=False))
+    records = [Record(text="Q: why?\nA:", options=["because of the rain", "no", "it is so, yes"], id="multi"),
+               Record(text="Is it ok? Answer:", options=["Yes", "No"], id="single")]
+    for ours, theirs in zip(_PlainScorer(tiny, 8).score(records), full.score(records)):
+        assert ours.base_logits == pytest.approx(theirs.base_logits, abs=1e-5)  # type: ignore[union-attr]
+        assert ours.scores["mutual_info"] == theirs.scores["mutual_info"] == 0.0  # type: ignore[union-attr]
