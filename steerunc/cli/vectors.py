@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -82,7 +83,7 @@ def info(path: str) -> None:
     from steerunc.vectors import load_vectors
 
     loaded = load_vectors(path)
-    meta = dict(loaded.meta)
+    meta: dict[str, Any] = dict(loaded.meta)
     for key in ("perspectives", "n_pairs", "norms", "mean_cosine"):
         if key in meta:
             meta[key] = json.loads(meta[key])
