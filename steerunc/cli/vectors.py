@@ -21,7 +21,7 @@ def vectors() -> None:
 @click.argument("pairs_path", metavar="PAIRS", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write VECS.safetensors.")
 @click.option("--model", default="default", show_default=True, help="'default', 'tiny-random' or a local model directory.")
-@click.option("--layer", type=int, help="Block whose output is read (default: about 3/4 of the depth).")
+@click.option("--layer", type=int, help="Block whose output is read (default: the second-to-last block).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
