@@ -1,16 +1,17 @@
 """Render the results tables of docs/results.md from bench_quality.py's JSON files.
 
-    python benchmarks/quality_report.py benchmarks/results/*.json [--sweep benchmarks/results/sweep.json]
+    python benchmarks/quality_report.py benchmarks/results/*-n300-k6.json [--sweep SWEEP.json ...]
 
 Prints Markdown to stdout: the error-detection table, the prediction table
 (accuracy and distance to people's label distributions), the cost table with
-each run's command, and, given ``--sweep``, the sweep summary.
+each run's command, and, for each ``--sweep`` file, the sweep summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import defaultdict
 from typing import Any
@@ -65,8 +66,9 @@ def detection_table(reports: list[dict[str, Any]]) -> str:
 def prediction_table(reports: list[dict[str, Any]]) -> str:
     lines = [
         "| data set | n | accuracy: base | fused: steering | fused: prompt ens. | fused: random | "
-        "JS to people: base | fused: steering | fused: prompt ens. | fused: random |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
+        "JS to people: base | fused: steering | fused: prompt ens. | fused: random | "
+        "JS fused - base, steering (paired) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
     ]
     for report in reports:
         res = report["results"]
@@ -77,9 +79,11 @@ def prediction_table(reports: list[dict[str, Any]]) -> str:
             js.append(_ci(human["fused"]["js_distance"], human["fused"]["ci"]) if human else "n/a")
         human = res["steer"].get("human")
         js_base = _ci(human["base"]["js_distance"], human["base"]["ci"]) if human else "n/a"
+        diff = human["fused_minus_base"] if human else None
+        js_diff = _ci(diff["js_distance"], diff["ci"]) if diff else "n/a"
         lines.append(
             f"| {report['dataset']} | {res['steer']['base']['n']} | {_num(res['steer']['base']['accuracy'])} | "
-            + " | ".join(accs) + f" | {js_base} | " + " | ".join(js) + " |"
+            + " | ".join(accs) + f" | {js_base} | " + " | ".join(js) + f" | {js_diff} |"
         )
     return "\n".join(lines)
 
@@ -170,7 +174,7 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+")
-    parser.add_argument("--sweep")
+    parser.add_argument("--sweep", action="append", default=[], help="a sweep JSON (repeatable)")
     args = parser.parse_args(argv)
     reports = [json.load(open(p)) for p in args.reports]
     reports.sort(key=lambda r: (ORDER.index(r["dataset"]) if r["dataset"] in ORDER else 99, r["run"]))
@@ -178,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
              "### Predictions: accuracy, and Jensen-Shannon distance to people's label distribution",
              prediction_table(reports), "### Perspectives", perspectives_table(reports),
              "### Cost and commands", cost_table(reports)]
-    if args.sweep:
-        parts += ["### Sweep (dev parts only)", sweep_tables(json.load(open(args.sweep)))]
+    for path in args.sweep:
+        sweep = json.load(open(path))
+        parts += [f"### Sweep `{os.path.relpath(path)}` (dev parts only, {sweep['seconds']:,.0f} s)",
+                  f"`{sweep['command']}`", sweep_tables(sweep)]
     sys.stdout.write("\n\n".join(parts) + "\n")
     return 0
 
