@@ -74,6 +74,13 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path) -> None:
     via_cli = json.loads(cli.stdout)["scores"]["mutual_info"]["auroc"]
     report = json.loads((out / "sst2-tiny-random-n6-k2.json").read_text())
     assert via_cli == pytest.approx(report["results"]["steer"]["base"]["scores"]["mutual_info"]["auroc"])
+    # the tables of docs/results.md render from these files: one row per score, the centring stated
+    rendered = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality_report.py"),
+                               *map(str, sorted(out.glob("*-tiny-random-n6-k2.json")))],
+                              capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    # 2 free + 3 x 4 steering-score rows of error detection, 1 row of predictions
+    assert rendered.stdout.count("| sst2 | 6 | ") == 15 and "centred vectors" in rendered.stdout
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real data sets are not beside this checkout")
