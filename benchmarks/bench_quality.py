@@ -202,7 +202,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         "model": {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
                   "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)},
         "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer,
-                     "center": args.center if args.center is not None else len(vectors.names) >= 2,
+                     "center": scorers["steer"].centred,
                      "tau": args.tau,
                      "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed, "bootstrap": args.bootstrap,
                      "calibration": "isotonic, fitted on the calibration split", "batch_size": args.batch_size},

@@ -97,8 +97,8 @@ class Scorer:
         self.config = config
         self.names = list(vectors.names)
         self.layer = vectors.layer
-        center = config.center if config.center is not None else len(vectors.names) >= 2
-        applied = vectors.centered() if center else vectors
+        self.centred = config.center if config.center is not None else len(vectors.names) >= 2
+        applied = vectors.centered() if self.centred else vectors
         self.steer = applied.scaled(config.coeff).to(model.device, model.dtype)
         self.unembed = Unembedding(model)
         self.start = config.start if config.start is not None else (1 if model.bos_id is not None else 0)

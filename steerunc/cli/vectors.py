@@ -84,7 +84,7 @@ def info(path: str) -> None:
 
     loaded = load_vectors(path)
     meta: dict[str, Any] = dict(loaded.meta)
-    for key in ("perspectives", "n_pairs", "norms", "mean_cosine"):
+    for key in ("perspectives", "n_pairs", "norms"):
         if key in meta:
             meta[key] = json.loads(meta[key])
     meta["mean_cosine"] = loaded.mean_cosine()  # files written before it was stored lack it
