@@ -15,6 +15,7 @@ Nothing here touches a model hub: ``HF_HUB_OFFLINE`` is set before loading.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -120,6 +121,15 @@ class LoadedModel:
     @property
     def bos_id(self) -> int | None:
         return self.tokenizer.bos_token_id
+
+    @functools.cached_property
+    def prepends_bos(self) -> bool:
+        """Whether the tokenizer puts BOS in front of a text by itself (having a BOS id is not
+        enough: Qwen's tokenizer, for one, names a BOS token it never adds)."""
+        if self.bos_id is None:
+            return False
+        ids = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
+        return bool(ids) and ids[0] == self.bos_id
 
     @property
     def pad_id(self) -> int:

@@ -221,7 +221,7 @@ def _last_token_acts(
         raise _Stop  # later blocks are not needed
 
     acts, norm_sums, norm_counts = [], [], []
-    skip = 1 if model.bos_id is not None else 0
+    skip = 1 if model.prepends_bos else 0
     for i in range(0, len(texts), batch_size):
         enc = model.tokenizer(texts[i : i + batch_size], padding=True, padding_side="right", return_tensors="pt")
         ids = enc["input_ids"].to(model.device)
