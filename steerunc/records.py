@@ -155,6 +155,10 @@ def record_from_json(
         options = _string_list(options, "options", line)
     elif continuation is None and default_options:
         options = list(default_options)
+    if options is not None and len(options) < 2:
+        # one option is a certainty by construction: every uncertainty would be 0 and
+        # triage would accept the record automatically
+        raise InputError(f"'options' needs at least two distinct options, got {options!r}", line=line)
     label = data.get("label")
     if label is not None:
         label = str(label)
