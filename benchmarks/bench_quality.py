@@ -58,6 +58,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--center", action=argparse.BooleanOptionalAction, default=steering.center,
                         help="steer with centred vectors (default: as steerunc score, centred when K >= 2)")
     parser.add_argument("--tau", type=float, default=fusion.tau)
+    parser.add_argument("--fusion", default=fusion.method, choices=["mixture", "dvd"], help="fused prediction")
     parser.add_argument("--alpha", type=float, default=fusion.alpha)
     parser.add_argument("--top-m", type=int, default=fusion.top_m)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of steer,random,prompt")
@@ -92,7 +93,8 @@ def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list
         return shlex.quote(os.path.relpath(value, REPO) if os.path.isabs(value) else value)
 
     center = {None: "", True: " --center", False: " --no-center"}[args.center]
-    common = f"--model {q(args.model)} --coeff {args.coeff}{center} --tau {args.tau} --alpha {args.alpha} --top-m {args.top_m}"
+    common = (f"--model {q(args.model)} --coeff {args.coeff}{center} --tau {args.tau} --fusion {args.fusion} "
+              f"--alpha {args.alpha} --top-m {args.top_m}")
     layer = "" if args.layer is None else f" --layer {args.layer}"
     cmds = [f"steerunc vectors build {q(files['annotations'])} --from annotations --model {q(args.model)}{layer} "
             f"-o {q(files['vectors'])}"]
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
     tick = time.perf_counter()
     vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
     timings["build_vectors"] = time.perf_counter() - tick
-    fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m)
+    fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m, method=args.fusion)
     config = ScoreConfig(coeff=args.coeff, layer=args.layer, center=args.center, fusion=fusion,
                          batch_size=args.batch_size)
     records = {split: read_records(files[f"records_{split}"]) for split in ("cal", "eval")}
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
     argv = ["python", "benchmarks/bench_quality.py", "--dataset", dataset, "--n", str(args.n),
             "--model", args.model, "--k", str(args.k)]
     defaults = _parse(["--dataset", dataset])
-    for key in ("n_cal", "per_perspective", "coeff", "layer", "tau", "alpha", "top_m", "seed", "bootstrap",
+    for key in ("n_cal", "per_perspective", "coeff", "layer", "tau", "fusion", "alpha", "top_m", "seed", "bootstrap",
                 "batch_size", "plain_batch_size", "device", "data_dir", "out", "tag"):
         if getattr(args, key) != getattr(defaults, key):
             argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
                   "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)},
         "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer,
                      "center": scorers["steer"].centred,
-                     "tau": args.tau,
+                     "tau": args.tau, "fusion": args.fusion,
                      "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed, "bootstrap": args.bootstrap,
                      "calibration": "isotonic, fitted on the calibration split", "batch_size": args.batch_size},
         "timings_s": timings,

@@ -5,8 +5,8 @@
 The dev items are the first ``--n-dev`` records of each data set's calibration
 split (quality_data.py): never an evaluated item. The model runs once per
 (layer, coefficient); tau, alpha and K are applied afterwards to the stored
-views (the view logits are tau x log p up to a constant per view, which
-softmax ignores), with :func:`steerunc.fusion.fuse`, so they cost nothing.
+views (the stored view probabilities are at temperature 1, so their logs are
+the view logits up to a constant per view, which softmax ignores), with :func:`steerunc.fusion.fuse`, so they cost nothing.
 
 Per setting and data set it records the dev AUROC of each score as a detector
 of the base prediction's errors, the accuracy of the base and fused
@@ -33,7 +33,6 @@ sys.path.insert(0, HERE)
 
 from quality_data import DATASETS, by_length, load_task  # noqa: E402
 
-TAU0 = 0.4  # the temperature the views are stored at
 
 
 def _floats(text: str) -> list[float]:
@@ -77,7 +76,7 @@ def _views(results: list[Any]) -> tuple[list[np.ndarray], list[Any]]:
             continue
         options = list(r.base_probs)
         rows = [r.base_probs] + [v["probs"] for v in r.views.values()]
-        out.append(np.array([[TAU0 * math.log(max(row[o], 1e-45)) for o in options] for row in rows]))
+        out.append(np.array([[math.log(max(row[o], 1e-45)) for o in options] for row in rows]))
         kept.append(r)
     return out, kept
 

@@ -101,7 +101,7 @@ class Scorer:
         applied = vectors.centered() if self.centred else vectors
         self.steer = applied.scaled(config.coeff).to(model.device, model.dtype)
         self.unembed = Unembedding(model)
-        self.start = config.start if config.start is not None else (1 if model.bos_id is not None else 0)
+        self.start = config.start if config.start is not None else (1 if model.prepends_bos else 0)
         self.max_tokens = min(config.max_tokens or model.n_ctx, model.n_ctx)
         self._indices: dict[tuple[int, ...], Tensor] = {}
 
@@ -152,7 +152,7 @@ class Scorer:
 
     def _prepare(self, record: Record) -> _Prepared:
         text_ids = self._encode(record.text, special=True)
-        n_special = 1 if text_ids and text_ids[0] == self.model.bos_id else 0
+        n_special = 1 if self.model.prepends_bos and text_ids and text_ids[0] == self.model.bos_id else 0
         if len(text_ids) <= n_special:
             raise InputError("'text' has no tokens")
         if record.mode == "options":

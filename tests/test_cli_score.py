@@ -67,6 +67,8 @@ BAD_LINES: list[tuple[Any, str]] = [
     ({"id": "label", "text": "hi", "options": ["Yes", "No"], "label": "Maybe"}, "unknown label 'Maybe'"),
     (b'{"id": "latin1", "text": "caf\xe9"}', "not UTF-8"),
     (b"[1, 2]", "expected a JSON object"),
+    ({"id": "one-option", "text": "hi", "options": ["Yes"]}, "at least two distinct options"),
+    ({"id": "dup-options", "text": "hi", "options": ["Yes", "Yes"]}, "'options' has duplicates"),
 ]
 
 
@@ -98,6 +100,9 @@ def test_missing_file_and_bad_flag_exit_2_with_one_line(tmp_path: Path) -> None:
     assert bad_flag.exit_code == 2 and "No such option '--no-such-flag'" in bad_flag.stderr
     bad_choice = _run(["score", "-", "--device", "tpu"])
     assert bad_choice.exit_code == 2 and "'tpu' is not one of" in bad_choice.stderr
+    for options in ("Yes", "Yes,Yes"):
+        one = _run(["score", str(ROOT / "examples" / "moderation.jsonl"), "--options", options, *TINY])
+        assert one.exit_code == 2 and "--options" in one.stderr and "at least two distinct options" in one.stderr
     bad_model = _run(["score", str(ROOT / "examples" / "moderation.jsonl"), "--model", "no-such-model", "-q"])
     assert bad_model.exit_code == 1 and "unknown model 'no-such-model'" in bad_model.stderr
 
@@ -168,3 +173,4 @@ def test_cli_defaults_are_the_library_defaults() -> None:
     steering, fusion = ScoreConfig(), FusionConfig()
     assert (defaults["coeff"], defaults["center"]) == (steering.coeff, steering.center)
     assert (defaults["tau"], defaults["alpha"], defaults["top_m"]) == (fusion.tau, fusion.alpha, fusion.top_m)
+    assert defaults["fusion_method"] == fusion.method

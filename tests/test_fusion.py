@@ -16,10 +16,10 @@ from steerunc.scorer import ScoreConfig, Scorer
 from conftest import MODERATION
 
 
-def test_fused_logits_follow_the_formula() -> None:
+def test_dvd_fused_logits_follow_the_formula() -> None:
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(4, 3, generator=gen)  # base + 3 views, 3 options
-    config = FusionConfig(tau=0.5, alpha=0.3, top_m=2)
+    config = FusionConfig(tau=0.5, alpha=0.3, top_m=2, method="dvd")
     fused = fuse(z, config)
     logp = torch.log_softmax(z / config.tau, -1)
     top2 = torch.log_softmax(logp[1:].topk(2, -1).values, -1)
@@ -27,6 +27,45 @@ def test_fused_logits_follow_the_formula() -> None:
     contrastive = (1 + config.alpha) * z[1:] - config.alpha * z[0]
     assert torch.allclose(fused.weights, weights, atol=1e-6)
     assert torch.allclose(fused.fused_logits, (weights[:, None] * contrastive).sum(0), atol=1e-5)
+    assert torch.allclose(fused.fused_logp, torch.log_softmax(fused.fused_logits, -1), atol=1e-6)
+
+
+def test_fused_prediction_is_the_mixture_of_the_views() -> None:
+    """Default fusion: probs = mean over the K+1 views of softmax(z_k), at the model's temperature."""
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(5, 4, 3, generator=gen) * 3  # 5 items, base + 3 views, 3 options
+    fused = fuse(z)
+    mixture = torch.softmax(z, -1).mean(-2)
+    assert torch.allclose(fused.fused_logp.exp(), mixture, atol=1e-6)
+    assert torch.allclose(fused.scores["fused_entropy"], -(mixture * mixture.log()).sum(-1), atol=1e-5)
+    assert torch.allclose(fused.weights, torch.full((5, 3), 0.25))
+
+
+def test_fusion_is_not_a_no_op_with_centred_views() -> None:
+    """Centred vectors give displacements that sum to about zero; the old contrastive fusion then
+    returned the base distribution. The mixture is flatter than the base where views disagree."""
+    base = torch.tensor([1.0, -0.5])
+    shifts = torch.tensor([[2.0, -2.0], [-2.0, 2.0], [1.0, -1.0], [-1.0, 1.0]])  # sum to zero
+    z = torch.cat([base[None], base[None] + shifts])
+    fused = fuse(z)
+    base_probs = torch.softmax(base, -1)
+    assert float(fused.fused_logp.exp().max()) < float(base_probs.max()) - 0.05
+    assert float(fused.scores["fused_entropy"]) > float(fused.scores["entropy"]) + 0.05
+    assert fused.fused_logp.argmax() == base.argmax()  # the views pull both ways: the answer stays
+
+
+def test_baselines_are_at_the_models_own_temperature() -> None:
+    """msp and entropy are those of softmax(z_0), whatever tau the views are compared at."""
+    z = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 1.0, 2.0]])
+    for tau in (0.4, 1.0, 2.5):
+        fused = fuse(z, FusionConfig(tau=tau))
+        p0 = torch.softmax(z[0], -1)
+        assert float(fused.scores["msp"]) == pytest.approx(1 - float(p0.max()), abs=1e-6)
+        assert float(fused.scores["entropy"]) == pytest.approx(float(-(p0 * p0.log()).sum()), abs=1e-6)
+        assert torch.allclose(fused.logp.exp(), torch.softmax(z, -1), atol=1e-6)  # outputs at temperature 1
+        p_tau = torch.softmax(z / tau, -1)
+        kl = (p_tau[1:] * (p_tau[1:].log() - p_tau[0].log())).sum(-1)
+        assert torch.allclose(fused.view_kl, kl, atol=1e-5)  # views compared at tau
 
 
 def test_flip_rate_counts_views_that_change_the_answer() -> None:
@@ -37,6 +76,13 @@ def test_flip_rate_counts_views_that_change_the_answer() -> None:
 def test_bad_fusion_parameters_are_rejected() -> None:
     with pytest.raises(ValueError, match="tau"):
         FusionConfig(tau=0)
+    with pytest.raises(ValueError, match="fusion method"):
+        FusionConfig(method="average")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            FusionConfig(tau=bad)
+        with pytest.raises(ValueError, match="finite"):
+            FusionConfig(alpha=bad)
     with pytest.raises(ValueError, match="K >= 1"):
         fuse(torch.zeros(1, 3))
 
@@ -50,9 +96,10 @@ def test_coefficient_zero_means_no_disagreement(tiny: Any, tiny_vectors: Any, op
     assert out.scores["mean_kl"] == pytest.approx(0.0, abs=1e-6)
     assert out.scores["flip_rate"] == 0.0
     assert out.prediction == out.base_prediction
-    for option in options:
-        assert out.logits[option] == pytest.approx(out.base_logits[option], abs=1e-5)
-        # tau applies to both, so the fused and base distributions coincide
+    base_logp = torch.log_softmax(torch.tensor([out.base_logits[o] for o in options]), -1)
+    for option, value in zip(options, base_logp.tolist()):
+        assert out.logits[option] == pytest.approx(value, abs=1e-5)  # the mixture's log-probabilities
+        # every view is the base view, so their mixture is the base distribution
         assert out.probs[option] == pytest.approx(out.base_probs[option], abs=1e-6)
 
 
@@ -62,7 +109,9 @@ def test_steering_moves_the_views(tiny: Any, tiny_vectors: Any) -> None:
     assert out.scores["mean_kl"] > 1e-4
     assert out.scores["mutual_info"] > 0
     assert set(out.views) == set(tiny_vectors.names)
-    assert sum(out.weights.values()) == pytest.approx(1.0, abs=1e-5)
+    k = len(tiny_vectors.names)
+    assert all(w == pytest.approx(1 / (k + 1)) for w in out.weights.values())  # the mixture's weights
+    assert out.probs != pytest.approx(out.base_probs, abs=1e-4)  # the fused prediction is not the base one
     assert set(out.scores) == set(SCORE_NAMES)
 
 

@@ -82,9 +82,12 @@ def _items(path: str, skip: set[int], options: list[str] | None) -> Iterator[Rec
               help="Steer with the vectors minus their mean, keeping what tells the perspectives apart "
                    "(default: centre when there are 2 or more vectors).")
 @click.option("--options", "options_csv", help="Comma-separated options for records without 'options', e.g. 'No,Yes,Unsure'.")
-@click.option("--tau", type=float, default=0.4, show_default=True, help="Temperature of all view distributions.")
-@click.option("--alpha", type=float, default=0.2, show_default=True, help="Contrast of the fused logits.")
-@click.option("--top-m", type=int, default=10, show_default=True, help="Entries in the top-m entropy weighting.")
+@click.option("--tau", type=float, default=0.4, show_default=True,
+              help="Temperature at which views are compared (mutual_info, mean_kl, kl); outputs are at 1.")
+@click.option("--fusion", "fusion_method", type=click.Choice(["mixture", "dvd"]), default="mixture", show_default=True,
+              help="Fused prediction: the mixture of the views, or the seed work's contrastive DVD logits.")
+@click.option("--alpha", type=float, default=0.2, show_default=True, help="Contrast of the fused logits (--fusion dvd).")
+@click.option("--top-m", type=int, default=10, show_default=True, help="Entries in the top-m entropy weighting (--fusion dvd).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Rows per forward pass.")
 @click.option("--max-tokens", type=click.IntRange(min=2), help="Truncate texts from the left to this many tokens (default: context).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -96,7 +99,7 @@ def _items(path: str, skip: set[int], options: list[str] | None) -> Iterator[Rec
 @translate_errors
 def score(
     input_path: str, output: str | None, model: str, vectors_path: str | None, layer: int | None, coeff: float,
-    center: bool | None, options_csv: str | None, tau: float, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
+    center: bool | None, options_csv: str | None, tau: float, fusion_method: str, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
     device: str, dtype: str, resume: bool, strict: bool, quiet: bool,
 ) -> None:
     """Score INPUT.jsonl (or - for stdin): one output line per input line, in order.
@@ -112,6 +115,8 @@ def score(
     if resume and output in (None, "-"):
         raise click.UsageError("--resume needs -o/--output: the file to continue")
     options = [o.strip() for o in options_csv.split(",") if o.strip()] if options_csv else None
+    if options is not None and (len(options) < 2 or len(set(options)) != len(options)):
+        raise click.BadParameter(f"needs at least two distinct options, got {options_csv!r}", param_hint="--options")
     setup_logging(quiet)
     skip = _done_lines(output) if resume and output else set()
 
@@ -121,7 +126,7 @@ def score(
     from steerunc.vectors import load_vectors
 
     try:
-        fusion = FusionConfig(tau=tau, alpha=alpha, top_m=top_m)
+        fusion = FusionConfig(tau=tau, alpha=alpha, top_m=top_m, method=fusion_method)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     loaded = load_model(model, device=device, dtype=dtype)
