@@ -8,7 +8,8 @@ prediction (base or fused) it does what
 
 do, in process, and keeps the numbers the results table needs: AUROC and PRR
 of every score as a detector of the target's errors (with bootstrap
-intervals), ECE of every score after isotonic calibration fitted on the
+intervals; every score against the same errors, so they compare), the raw ECE
+of a confidence that belongs to the target's prediction, ECE of every score after isotonic calibration fitted on the
 calibration split, accuracy, and the Jensen-Shannon distance to the human
 label distribution where there is one.
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from steerunc.calibration import CalibrationError, make_calibrator, save_calibrator
 from steerunc.evaluation import evaluate
-from steerunc.metrics import bootstrap_interval, js_distance, prr
+from steerunc.metrics import bootstrap_interval, compute_metrics, js_distance, prr
 from steerunc.scored import TARGETS, read_scored, score_of
 
 __all__ = ["judge", "human_js", "SCORES"]
@@ -81,17 +82,21 @@ def judge(cal_path: str, eval_path: str, out_dir: str, n_boot: int = 1000, seed:
         rows: dict[str, Any] = {}
         by_name = {row.name: row for row in evaluation.rows}
         for score in SCORES:
-            raw = report["scores"][score]
-            calibrated = report["scores"].get(f"{score}@isotonic") or {}
+            # a results table compares scores at detecting the errors of one prediction (the target),
+            # so the ranking metrics of every score are recomputed against the target's correctness;
+            # a raw confidence's ECE is kept only when it belongs to the target's prediction
             row = by_name[score]
+            raw = report["scores"][score]
+            ranking = compute_metrics(row.uncertainty, evaluation.correct, n_boot=n_boot, seed=seed, smooth=False)
+            calibrated = report["scores"].get(f"{score}@isotonic") or {}
             rows[score] = {
-                "auroc": raw["auroc"], "auroc_ci": raw["auroc_ci"], "auprc": raw["auprc"], "aurc": raw["aurc"],
-                "prr": raw["prr"],
+                "auroc": ranking["auroc"], "auroc_ci": ranking["auroc_ci"], "auprc": ranking["auprc"],
+                "aurc": ranking["aurc"], "prr": ranking["prr"],
                 "prr_ci": bootstrap_interval(prr, [row.uncertainty, evaluation.correct], n_boot, seed=seed),
-                "ece_raw": raw["ece"],
+                "ece_raw": raw["ece"] if row.judged_against == target else None,
                 "ece_cal": calibrated.get("ece"), "ece_cal_ci": calibrated.get("ece_ci"),
                 "brier_cal": calibrated.get("brier"),
-                "selective_accuracy": raw["selective_accuracy"],
+                "selective_accuracy": ranking["selective_accuracy"],
             }
         result[target] = {"n": report["records"]["evaluated"], "accuracy": report["accuracy"],
                           "errors": report["records"]["errors"], "scores": rows}

@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "load_calibrator": "steerunc.calibration",
     "compute_metrics": "steerunc.metrics",
     "Router": "steerunc.triage",
+    "check_disjoint": "steerunc.triage",
+    "record_keys": "steerunc.scored",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from steerunc import __version__
 from steerunc.errors import SteeruncError
-from steerunc.scored import TARGETS, orientation_of
+from steerunc.scored import RECORD_KEY_SCHEME, TARGETS, orientation_of
 
 __all__ = ["FORMAT", "KIND", "CalibrationError", "Calibrator", "NotFittedError", "unit_map"]
 
@@ -65,6 +65,9 @@ class Calibrator:
 
     method: ClassVar[str] = ""
     fitter_: str
+    #: keys (:func:`steerunc.scored.record_keys`) of the records fitted on; None when not known. ``fit``
+    #: sees only arrays, so it resets this to None; whoever holds the records sets it (``steerunc calibrate`` does)
+    fitted_on_: frozenset[str] | None = None
     #: "score": 1-D scores; "logits": an (n, C) matrix of option logits
     input_kind: ClassVar[str] = "score"
 
@@ -153,6 +156,7 @@ class Calibrator:
         self.n_samples_ = int(n)
         self.n_correct_ = int(n_correct)
         self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        self.fitted_on_ = None
 
     def predict(self, score: ArrayLike) -> Array:
         """Calibrated confidence P(correct) in [0, 1], one per score."""
@@ -192,6 +196,9 @@ class Calibrator:
                 "steerunc_version": __version__,
                 "fitter": getattr(self, "fitter_", None),
                 "source": source,
+                "fitted_on": None
+                if self.fitted_on_ is None
+                else {"by": RECORD_KEY_SCHEME, "n": len(self.fitted_on_), "keys": sorted(self.fitted_on_)},
             },
         }
 
@@ -204,4 +211,16 @@ class Calibrator:
         obj.n_correct_ = int(provenance["n_correct"])
         obj.fitted_at_ = str(provenance["date"])
         obj.fitter_ = str(provenance.get("fitter"))
+        obj.fitted_on_ = _fitted_on(provenance.get("fitted_on"))
         return obj
+
+
+def _fitted_on(value: Any) -> frozenset[str] | None:
+    """The record keys a saved calibrator was fitted on; None when absent (saved before steerunc kept
+    them, or fitted without records) or made by another key scheme."""
+    if value is None:
+        return None
+    keys = value["keys"]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError("provenance 'fitted_on' keys must be a list of strings")
+    return frozenset(keys) if value.get("by") == RECORD_KEY_SCHEME else None

@@ -2,17 +2,26 @@
 
 One row per score. Ranking metrics (does the score pick out the errors?) use
 the score itself, oriented so higher = less sure. Calibration metrics need a
-confidence, which only some rows have without a calibrator:
+confidence, which only some rows have without a calibrator. Every metric of a
+row (ranking and calibration) is computed against the correctness of the
+prediction the row is about, its ``judged_against``:
 
-============================ =========================================
-row                          raw confidence
-============================ =========================================
-fused_confidence             max of ``probs`` (the fused prediction)
-base_confidence              max of ``base_probs``
-msp                          1 - msp (= the base max-probability)
-anything else                none: pass ``--calibrator``
-``<score>@<method>``         g(score) from a fitted calibrator
-============================ =========================================
+============================ ========================================= ===================
+row                          raw confidence                            judged against
+============================ ========================================= ===================
+fused_confidence             max of ``probs`` (the fused prediction)   fused
+fused_entropy                none                                      fused
+base_confidence              max of ``base_probs``                     base
+msp                          1 - msp (= the base max-probability)      base
+entropy                      none                                      base
+anything else                none: pass ``--calibrator``               the target
+``<score>@<method>``         g(score) from a fitted calibrator         its (= the) target
+============================ ========================================= ===================
+
+The records evaluated are those labelled for the target. A row judged
+against the other prediction needs that prediction's correctness on every one
+of them; where a record lacks it, the row is left out (``left_out`` in the
+report says why).
 """
 
 from __future__ import annotations
@@ -28,10 +37,10 @@ from steerunc import __version__
 from steerunc.calibration import Calibrator
 from steerunc.errors import InputError
 from steerunc.metrics import compute_metrics, js_distance, kl_divergence
-from steerunc.scored import TARGETS, ScoredFile, distribution, orientation_of, score_names, score_of
+from steerunc.scored import TARGETS, ScoredFile, correctness, distribution, orientation_of, score_names, score_of
 from steerunc.triage import calibrated_confidence
 
-__all__ = ["RAW_CONFIDENCE", "Evaluation", "Row", "evaluate"]
+__all__ = ["JUDGED_AGAINST", "RAW_CONFIDENCE", "Evaluation", "Row", "evaluate", "judged_against"]
 
 #: rows with a raw confidence, and what it is
 RAW_CONFIDENCE: dict[str, str] = {
@@ -40,23 +49,45 @@ RAW_CONFIDENCE: dict[str, str] = {
     "msp": "1 - msp (the base max-probability)",
 }
 
+#: rows about one prediction whatever the target: the plain model's scores and the fused prediction's
+JUDGED_AGAINST: dict[str, str] = {
+    "msp": "base",
+    "entropy": "base",
+    "base_confidence": "base",
+    "fused_confidence": "fused",
+    "fused_entropy": "fused",
+}
+
 Array = NDArray[np.float64]
+
+
+def judged_against(name: str, target: str) -> str:
+    """The prediction whose correctness a raw score's row is judged against (see the module docstring).
+
+    >>> judged_against("msp", "fused"), judged_against("mutual_info", "fused"), judged_against("fused_entropy", "base")
+    ('base', 'fused', 'fused')
+    """
+    return JUDGED_AGAINST.get(name, target)
 
 
 @dataclass
 class Row:
-    """One evaluated score: its uncertainty (higher = less sure) and, where defined, a confidence."""
+    """One evaluated score: its uncertainty (higher = less sure), where defined a confidence, and the
+    0/1 correctness of the prediction it is judged against (``judged_against``: "base" or "fused")."""
 
     name: str
     uncertainty: Array
     confidence: Array | None
     confidence_source: str | None
+    judged_against: str
+    correct: Array
     calibrator: str | None = None
 
 
 @dataclass
 class Evaluation:
-    """The report (JSON-ready) and the rows and correctness it came from (for plots)."""
+    """The report (JSON-ready) and the rows it came from (for plots); ``correct`` is the target's
+    correctness (each row carries its own)."""
 
     report: dict[str, Any]
     rows: list[Row]
@@ -64,12 +95,33 @@ class Evaluation:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _raw_row(name: str, values: Array) -> Row:
+def _raw_row(name: str, values: Array, against: str, correct: Array) -> Row:
     if name == "msp":
-        return Row(name, values, np.clip(1.0 - values, 0.0, 1.0), RAW_CONFIDENCE[name])
+        return Row(name, values, np.clip(1.0 - values, 0.0, 1.0), RAW_CONFIDENCE[name], against, correct)
     if orientation_of(name) == "confident":
-        return Row(name, -values, np.clip(values, 0.0, 1.0), RAW_CONFIDENCE[name])
-    return Row(name, values, None, None)
+        return Row(name, -values, np.clip(values, 0.0, 1.0), RAW_CONFIDENCE[name], against, correct)
+    return Row(name, values, None, None, against, correct)
+
+
+def _correct_by_prediction(
+    scored: ScoredFile, records: list[tuple[int, dict[str, Any]]], target: str, correct: Array
+) -> tuple[dict[str, Array | None], dict[str, int]]:
+    """0/1 correctness of each prediction on the evaluated records (None where a record lacks it),
+    and the first line lacking it."""
+    out: dict[str, Array | None] = {}
+    first_missing: dict[str, int] = {}
+    for name, tgt in TARGETS.items():
+        if name == target:
+            out[name] = correct
+            continue
+        values = [correctness(d, tgt, scored.path, ln) for ln, d in records]
+        missing = [ln for (ln, _), ok in zip(records, values) if ok is None]
+        if missing:
+            out[name] = None
+            first_missing[name] = missing[0]
+        else:
+            out[name] = np.asarray(values, dtype=np.float64)
+    return out, first_missing
 
 
 def _human(scored: ScoredFile) -> dict[str, Any] | None:
@@ -118,10 +170,21 @@ def evaluate(
     names = score_names(records[0][1])
     if not names:
         raise InputError("no 'scores' object and no probabilities to evaluate", path=scored.path, line=records[0][0])
+    by_prediction, first_missing = _correct_by_prediction(scored, records, target, correct)
     rows = []
+    left_out: dict[str, str] = {}
     for name in names:
+        against = judged_against(name, target)
+        row_correct = by_prediction[against]
+        if row_correct is None:
+            fields = f"'{TARGETS[against].correct}' or 'label' with '{TARGETS[against].prediction}'"
+            left_out[name] = (
+                f"judged against the {against} prediction, whose correctness ({fields}) line "
+                f"{first_missing[against]} lacks"
+            )
+            continue
         values = np.array([score_of(d, name, scored.path, ln) for ln, d in records], dtype=np.float64)
-        rows.append(_raw_row(name, values))
+        rows.append(_raw_row(name, values, against, row_correct))
     for cal_path, cal in calibrators:
         if cal.target != target:
             raise InputError(
@@ -133,7 +196,8 @@ def evaluate(
             conf = calibrated_confidence(cal, records, scored.path)
         except InputError as exc:
             raise InputError(f"{exc.message} (the calibrator {cal_path} needs it)", exc.path, exc.line) from exc
-        rows.append(Row(f"{cal.score}@{cal.method}", -conf, conf, f"{cal.method} calibrator", cal_path))
+        name = f"{cal.score}@{cal.method}"
+        rows.append(Row(name, -conf, conf, f"{cal.method} calibrator", cal.target, correct, cal_path))
     settings = {"n_bins": n_bins, "bootstrap": n_boot, "level": level, "seed": seed, "coverages": list(coverages)}
     report: dict[str, Any] = {
         "file": scored.path,
@@ -147,14 +211,18 @@ def evaluate(
             "unlabelled": unlabelled,
         },
         "accuracy": float(correct.mean()),
+        "accuracy_by_prediction": {
+            name: None if values is None else float(values.mean()) for name, values in by_prediction.items()
+        },
         "settings": {**settings, "bins": "ece/mce: equal-width; ece_equal_mass: equal-mass"},
         "scores": {},
+        "left_out": left_out,
         "human": _human(scored),
     }
     for row in rows:
         metrics = compute_metrics(
             row.uncertainty,
-            correct,
+            row.correct,
             row.confidence,
             n_bins=n_bins,
             n_boot=n_boot,
@@ -167,6 +235,7 @@ def evaluate(
             "higher_means": "uncertain"
             if row.calibrator is None and orientation_of(row.name) == "uncertain"
             else "confident",
+            "judged_against": row.judged_against,
             "confidence": row.confidence_source,
             "calibrator": row.calibrator,
             **metrics,

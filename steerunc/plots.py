@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from steerunc.io import atomic_write
 from steerunc.metrics import aurc, ece, reliability_bins, risk_coverage
@@ -80,25 +80,58 @@ def reliability_diagram(
     return fig
 
 
-def risk_coverage_plot(curves: Mapping[str, ArrayLike], correct: ArrayLike, *, title: str | None = None) -> Figure:
-    """Selective risk against coverage for each uncertainty (higher = less sure), with oracle and random."""
+def risk_coverage_plot(
+    curves: Mapping[str, ArrayLike],
+    correct: ArrayLike | Mapping[str, ArrayLike],
+    *,
+    title: str | None = None,
+    judged_against: Mapping[str, str] | None = None,
+) -> Figure:
+    """Selective risk against coverage for each uncertainty (higher = less sure), with oracle and random.
+
+    ``correct`` is one 0/1 array for every curve, or one per curve (keyed by
+    curve name) where curves are judged against different predictions; then
+    the random and oracle references are drawn once for each distinct
+    correctness, named by ``judged_against`` (curve name -> prediction) where
+    given.
+    """
     from matplotlib.figure import Figure
 
-    y = np.asarray(correct, dtype=np.float64)
+    if isinstance(correct, Mapping):
+        missing = [name for name in curves if name not in correct]
+        if missing:
+            raise ValueError(f"no correctness given for the curves {missing}")
+        per_curve = {name: np.asarray(correct[name], dtype=np.float64) for name in curves}
+        shared = None
+    else:
+        shared = np.asarray(correct, dtype=np.float64)
+        per_curve = {name: shared for name in curves}
+    against = dict(judged_against or {})
+    references: list[tuple[str, NDArray[np.float64]]] = [] if shared is None else [("", shared)]
+    for name, y in per_curve.items():  # one random and one oracle line per distinct correctness
+        if not any(np.array_equal(ref, y) for _, ref in references):
+            references.append((against.get(name, f"#{len(references) + 1}"), y))
     fig = Figure(figsize=(8.0, 4.5), layout="constrained")
     ax = fig.subplots()
-    error_rate = 1.0 - float(y.mean())
-    ax.axhline(error_rate, color="0.5", linestyle=":", linewidth=1, label=f"random (AURC {error_rate:.3f})")
-    oracle = np.where(y == 1, 0.0, 1.0)  # errors ranked last
-    cov, risk = risk_coverage(oracle, y)
-    ax.plot(cov, risk, color="0.3", linestyle="--", linewidth=1, label=f"oracle (AURC {aurc(oracle, y):.3f})")
-    top = error_rate
+    top = 0.0
+    for i, (ref_name, y) in enumerate(references):
+        of = f", {ref_name}" if len(references) > 1 else ""
+        error_rate = 1.0 - float(y.mean())
+        dotted, dashed = (":", "--") if i == 0 else ((0, (1, 1 + 2 * i)), (0, (4, 2 + 2 * i)))
+        ax.axhline(error_rate, color="0.5", linestyle=dotted, linewidth=1, label=f"random{of} (AURC {error_rate:.3f})")
+        oracle = np.where(y == 1, 0.0, 1.0)  # errors ranked last
+        cov, risk = risk_coverage(oracle, y)
+        label = f"oracle{of} (AURC {aurc(oracle, y):.3f})"
+        ax.plot(cov, risk, color="0.3", linestyle=dashed, linewidth=1, label=label)
+        top = max(top, error_rate)
     from matplotlib import colormaps
 
     palette = colormaps["tab10" if len(curves) <= 10 else "tab20"]
     for i, (name, uncertainty) in enumerate(curves.items()):
+        y = per_curve[name]
         cov, risk = risk_coverage(uncertainty, y)
-        label = f"{name} (AURC {aurc(uncertainty, y):.3f})"
+        vs = f" vs {against[name]}" if name in against and len(references) > 1 else ""
+        label = f"{name}{vs} (AURC {aurc(uncertainty, y):.3f})"
         ax.plot(cov, risk, linewidth=1.5, color=palette(i % palette.N), label=label)
         top = max(top, float(risk[cov >= 0.05].max()))
     ax.set(

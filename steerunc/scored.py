@@ -13,9 +13,11 @@ max of ``base_probs``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,14 +29,17 @@ from steerunc.io import Line, read_jsonl
 
 __all__ = [
     "CONFIDENCE_SCORES",
+    "RECORD_KEY_SCHEME",
     "TARGETS",
     "ScoredFile",
     "Target",
     "correctness",
     "distribution",
     "logits_matrix",
+    "options_of",
     "orientation_of",
     "read_scored",
+    "record_keys",
     "record_kind",
     "score_names",
     "score_of",
@@ -77,17 +82,38 @@ def record_kind(data: Mapping[str, Any] | None) -> str:
     return "record"
 
 
+#: where the options of a record are read from, in order: the keys of the first of these it carries
+OPTION_FIELDS = ("probs", "base_probs", "logits", "base_logits")
+
+
+def options_of(data: Mapping[str, Any]) -> list[str] | None:
+    """The options of a record: the keys of ``probs`` (else ``base_probs``, ``logits``, ``base_logits``);
+    None when it carries none of them."""
+    for name in OPTION_FIELDS:
+        value = data.get(name)
+        if isinstance(value, dict) and value:
+            return [str(k) for k in value]
+    return None
+
+
 def correctness(data: Mapping[str, Any], target: Target, path: str, line: int) -> bool | None:
     """Whether the target prediction is right: ``correct`` if present, else prediction == label.
 
-    None when the record carries neither (unlabelled).
+    None when the record carries neither (unlabelled). A ``label`` that is not
+    one of the record's options (:func:`options_of`) raises InputError, even
+    when ``correct`` is given: it would otherwise count as an error.
     """
+    label = data.get("label")
+    if label is not None:
+        options = options_of(data)
+        if options is not None and str(label) not in options:
+            raise InputError(f"label {label!r} is not one of the options {options}", path=path, line=line)
     value = data.get(target.correct)
     if value is not None:
         if not isinstance(value, bool):
             raise InputError(f"'{target.correct}' must be true or false, got {value!r}", path=path, line=line)
         return value
-    label, prediction = data.get("label"), data.get(target.prediction)
+    prediction = data.get(target.prediction)
     if label is None or prediction is None:
         return None
     return bool(prediction == label)
@@ -219,3 +245,33 @@ def read_scored(path: str) -> ScoredFile:
     if not lines:
         raise InputError("empty file: no scored records", path=path)
     return scored
+
+
+#: how :func:`record_keys` identifies a record, as a calibrator JSON states it
+RECORD_KEY_SCHEME = "sha256[:16] of 'id:' + id, else of 'content:' + sorted-key JSON without line, triage"
+
+
+def record_keys(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A short key per record, to tell whether two sets of records share any: the first 16 hex digits
+    of the sha256 of ``"id:" + id``, or of ``"content:" + sorted-key JSON`` for a record without an id.
+
+    A record with a non-null ``id`` is keyed by its id, compared as text (``1``
+    and ``"1"`` are the same item: ``steerunc score`` writes every id as text);
+    a record without one by its content, less the fields that depend on where it
+    sits in a file (``line``) or what triage made of it (``triage``).
+
+    >>> a, b = record_keys([{"id": 1, "x": 0.1}, {"id": "1", "x": 0.2}]); a == b, len(a)
+    (True, 16)
+    >>> c, d = record_keys([{"line": 3, "x": 0.1}, {"line": 9, "x": 0.1}]); c == d
+    True
+    """
+    keys = []
+    for data in records:
+        rid = data.get("id")
+        if rid is not None:
+            text = "id:" + (rid if isinstance(rid, str) else json.dumps(rid, sort_keys=True))
+        else:
+            content = {k: v for k, v in data.items() if k not in ("line", "triage")}
+            text = "content:" + json.dumps(content, sort_keys=True)
+        keys.append(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
+    return keys

@@ -3,8 +3,11 @@
 A :class:`Router` holds a calibrator and a threshold theta: confidence >= theta
 is accepted, anything else (lower confidence, an error record, a record that
 cannot be scored) goes to review, with the reason. The threshold comes from a
-review budget or a risk target with a guarantee (:mod:`steerunc.triage_bounds`)
-and is saved with the calibrator as a policy JSON, so a pipeline applies the
+review budget or a risk target with a guarantee (:mod:`steerunc.triage_bounds`).
+A budget also sets a ``tie_threshold`` on the raw score (:func:`raw_certainty`):
+a record whose confidence equals theta is accepted only if its raw score is at
+least that, so ties in a step-function calibrator still use the budget. Both
+are saved with the calibrator as a policy JSON, so a pipeline applies the
 same rule to new records::
 
     router = Router.from_policy("policy.json")
@@ -14,7 +17,8 @@ same rule to new records::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +30,19 @@ from steerunc import __version__
 from steerunc.calibration import Calibrator, calibrator_from_dict
 from steerunc.errors import InputError
 from steerunc.io import atomic_write
-from steerunc.scored import TARGETS, logits_matrix, record_kind, score_of
-from steerunc.triage_bounds import RiskSelection, budget_threshold, risk_threshold
+from steerunc.scored import TARGETS, logits_matrix, record_keys, record_kind, score_of
+from steerunc.triage_bounds import RiskSelection, budget_cut, budget_threshold, risk_threshold
 
-__all__ = ["POLICY_KIND", "Decision", "Router", "calibrated_confidence"]
+__all__ = [
+    "POLICY_KIND",
+    "Decision",
+    "Router",
+    "calibrated_confidence",
+    "check_disjoint",
+    "confidence_warning",
+    "raw_certainty",
+    "raw_name",
+]
 
 POLICY_KIND = "steerunc.triage_policy"
 _FORMAT = 1
@@ -47,6 +60,56 @@ def calibrated_confidence(
         return calibrator.predict(matrix)
     values = [score_of(data, calibrator.score, path or "<records>", line) for line, data in records]
     return calibrator.predict(np.asarray(values, dtype=np.float64))
+
+
+def raw_certainty(
+    calibrator: Calibrator, records: Sequence[tuple[int, Mapping[str, Any]]], path: str | None = None
+) -> NDArray[np.float64]:
+    """The calibrator's input oriented so that higher = more sure: what breaks ties in g(input).
+
+    The score itself, negated when the calibrator reads it as an uncertainty
+    (orientation ``uncertain``); for temperature scaling, the max softmax of the
+    option logits.
+    """
+    if not records:
+        return np.zeros(0)
+    if calibrator.input_kind == "logits":
+        target = TARGETS[calibrator.target]
+        matrix, _, _ = logits_matrix([(ln, dict(d)) for ln, d in records], target, path or "<records>", labels=False)
+        return 1.0 / np.exp(matrix - matrix.max(axis=1, keepdims=True)).sum(axis=1)  # max of the softmax
+    values = np.asarray([score_of(d, calibrator.score, path or "<records>", ln) for ln, d in records], dtype=np.float64)
+    return -values if calibrator.orientation_ == "uncertain" else values
+
+
+def raw_name(calibrator: Calibrator) -> str:
+    """What :func:`raw_certainty` is, in words: ``-mutual_info``, ``fused_confidence``, ..."""
+    if calibrator.input_kind == "logits":
+        return f"max softmax of {TARGETS[calibrator.target].logits}"
+    return f"-{calibrator.score}" if calibrator.orientation_ == "uncertain" else calibrator.score
+
+
+def confidence_warning(confidence: ArrayLike, calibrator: Calibrator) -> str | None:
+    """A one-line warning when the calibrated confidence on a file is (nearly) constant or takes at
+    most 3 distinct values (over more records than that); None otherwise."""
+    c = np.asarray(confidence, dtype=np.float64)
+    c = c[np.isfinite(c)]
+    if c.size < 2:
+        return None
+    tail = f"a --budget is then met by breaking ties on the raw score ({raw_name(calibrator)})"
+    what = f"{calibrator.score}@{calibrator.method}"
+    if float(c.max() - c.min()) < 1e-3:
+        return (
+            f"warning: the calibrated confidence of {what} is (nearly) constant on these {c.size} records "
+            f"({c.min():.4f} to {c.max():.4f}): the calibrator hardly tells them apart; {tail}"
+        )
+    distinct = np.unique(c)
+    if distinct.size <= 3 and c.size > distinct.size:
+        values = ", ".join(f"{v:.4f}" for v in distinct)
+        return (
+            f"warning: the calibrated confidence of {what} takes only {distinct.size} distinct values on these "
+            f"{c.size} records ({values}): a threshold on it cannot split records that share a value; {tail}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,7 +138,14 @@ class Decision:
 
 
 class Router:
-    """Routes records by calibrated confidence against a threshold (None: review everything)."""
+    """Routes records by calibrated confidence against a threshold (None: review everything).
+
+    With a ``tie_threshold`` (chosen by a budget), a record whose confidence
+    equals the threshold is accepted only if its raw score (:func:`raw_certainty`)
+    is at least the tie threshold: accepted iff confidence > threshold, or
+    confidence == threshold and raw >= tie_threshold. Without one, confidence
+    >= threshold is accepted.
+    """
 
     def __init__(
         self,
@@ -86,11 +156,15 @@ class Router:
         budget: float | None = None,
         guarantee: RiskSelection | dict[str, Any] | None = None,
         source: str | None = None,
+        tie_threshold: float | None = None,
     ) -> None:
         if threshold is not None and not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number or None, got {threshold}")
+        if tie_threshold is not None and (threshold is None or not np.isfinite(tie_threshold)):
+            raise ValueError(f"tie_threshold must be a finite number, with a threshold, got {tie_threshold}")
         self.calibrator = calibrator
         self.threshold = threshold
+        self.tie_threshold = tie_threshold
         self.mode = mode
         self.budget = budget
         self.guarantee = guarantee.to_dict() if isinstance(guarantee, RiskSelection) else guarantee
@@ -99,10 +173,31 @@ class Router:
     # -- building ----------------------------------------------------------------
     @classmethod
     def for_budget(
-        cls, calibrator: Calibrator, confidence: ArrayLike, budget: float, source: str | None = None
+        cls,
+        calibrator: Calibrator,
+        confidence: ArrayLike,
+        budget: float,
+        source: str | None = None,
+        raw: ArrayLike | None = None,
     ) -> Router:
-        """Threshold sending at most ``budget`` of these confidences' records to review."""
-        return cls(calibrator, budget_threshold(confidence, budget), mode="budget", budget=budget, source=source)
+        """Threshold sending ``floor(budget * N)`` of these confidences' records to review.
+
+        With ``raw`` (:func:`raw_certainty` of the same records), ties in the
+        confidence are broken by it (a ``tie_threshold``) and the router reviews
+        exactly that many of them, fewer only where records tie with the first
+        accepted one on both (:func:`~steerunc.triage_bounds.budget_cut`; the
+        CLI sends the earliest of those to review too). Without ``raw``, ties
+        at the threshold are all accepted: at most that many are reviewed.
+        """
+        if raw is None:
+            return cls(calibrator, budget_threshold(confidence, budget), mode="budget", budget=budget, source=source)
+        n = np.asarray(confidence).size
+        if not 0.0 <= budget <= 1.0:
+            raise ValueError(f"budget must lie in [0, 1], got {budget}")
+        cut = budget_cut(confidence, raw, math.floor(budget * n + 1e-9))
+        return cls(
+            calibrator, cut.threshold, mode="budget", budget=budget, source=source, tie_threshold=cut.tie_threshold
+        )
 
     @classmethod
     def for_risk(
@@ -126,6 +221,7 @@ class Router:
             "format": _FORMAT,
             "mode": self.mode,
             "threshold": self.threshold,
+            "tie_threshold": self.tie_threshold,
             "budget": self.budget,
             "guarantee": self.guarantee,
             "calibrator": self.calibrator.to_dict(),
@@ -160,6 +256,9 @@ class Router:
         threshold = data.get("threshold")
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise InputError(f"policy threshold must be a number or null, got {threshold!r}", path=path)
+        tie = data.get("tie_threshold")  # absent in older policies: confidence >= threshold is accepted
+        if tie is not None and (isinstance(tie, bool) or not isinstance(tie, (int, float)) or threshold is None):
+            raise InputError(f"policy tie_threshold must be a number (with a threshold) or null, got {tie!r}", path)
         if "calibrator" not in data:
             raise InputError("policy has no calibrator", path=path)
         calibrator = calibrator_from_dict(data["calibrator"], path=path)
@@ -170,13 +269,27 @@ class Router:
             budget=data.get("budget"),
             guarantee=data.get("guarantee"),
             source=data.get("source"),
+            tie_threshold=None if tie is None else float(tie),
         )
 
     # -- routing -----------------------------------------------------------------
-    def _decide(self, confidence: float) -> Decision:
+    def _decide(self, confidence: float, raw: float | None = None) -> Decision:
         if self.threshold is None:
             why = "no threshold could be certified" if self.mode == "max_risk" else "the policy reviews everything"
             return Decision("review", confidence, f"{why}: every record goes to review", None)
+        if self.tie_threshold is not None and confidence == self.threshold and raw is not None:
+            name = raw_name(self.calibrator)
+            if raw >= self.tie_threshold:
+                reason = (
+                    f"confidence {confidence:.4f} = threshold {self.threshold:.4f}, tie broken by raw score "
+                    f"{name} {raw:.6g} >= {self.tie_threshold:.6g}"
+                )
+                return Decision("accept", confidence, reason, self.threshold)
+            reason = (
+                f"confidence {confidence:.4f} = threshold {self.threshold:.4f}, tie broken by raw score "
+                f"{name} {raw:.6g} < {self.tie_threshold:.6g}"
+            )
+            return Decision("review", confidence, reason, self.threshold)
         if confidence >= self.threshold:
             reason = f"confidence {confidence:.4f} >= threshold {self.threshold:.4f}"
             return Decision("accept", confidence, reason, self.threshold)
@@ -219,6 +332,46 @@ class Router:
             else:
                 decisions[i] = Decision("review", None, problem or "cannot be scored", self.threshold)
         confidence = calibrated_confidence(self.calibrator, good, path)
-        for (i, _), value in zip(good, confidence):
-            decisions[i] = self._decide(float(value))
+        raw: list[float | None] = [None] * len(good)
+        if self.tie_threshold is not None:
+            raw = [float(v) for v in raw_certainty(self.calibrator, good, path)]
+        for (i, _), value, r in zip(good, confidence, raw):
+            decisions[i] = self._decide(float(value), r)
         return [d for d in decisions if d is not None]
+
+
+def check_disjoint(
+    calibrator: Calibrator,
+    records: Iterable[Mapping[str, Any]],
+    path: str | None = None,
+    calibrator_path: str | None = None,
+) -> bool:
+    """Refuse to choose a risk threshold on records the calibrator was fitted on.
+
+    The ``max_risk`` guarantee needs three disjoint parts: records that fit the
+    calibrator, labelled records that choose the threshold
+    (:meth:`Router.for_risk`), and the records the policy is applied to. Fitting
+    and choosing on the same records uses their labels twice, and the bound no
+    longer holds. Records are matched by :func:`steerunc.scored.record_keys`
+    against the calibrator's ``fitted_on_``.
+
+    Raises InputError naming ``path`` (the threshold-selection records), the
+    calibrator and the overlap when any record is one the calibrator was fitted
+    on. Returns True when checked, False when the calibrator does not say which
+    records it was fitted on (saved by an older steerunc, or fitted in Python
+    without setting ``fitted_on_``), so nothing could be checked.
+    """
+    fitted = calibrator.fitted_on_
+    if fitted is None:
+        return False
+    keys = record_keys(records)
+    shared = sum(key in fitted for key in keys)
+    if shared:
+        name = f"the calibrator {calibrator_path}" if calibrator_path else "the calibrator"
+        raise InputError(
+            f"{shared} of these {len(keys)} labelled records that would choose the --max-risk threshold are "
+            f"among the {len(fitted)} {name} was fitted on: choose it on labelled records disjoint from "
+            "those (the labels would be used twice, and the guarantee would not hold)",
+            path=path,
+        )
+    return True

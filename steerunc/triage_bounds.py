@@ -1,7 +1,10 @@
 """Choosing the triage threshold: a review budget, or a risk target with a finite-sample guarantee.
 
 A record is accepted automatically when its calibrated confidence is at least
-the threshold theta, and sent to review otherwise.
+the threshold theta, and sent to review otherwise. A review budget
+(:func:`budget_cut`) also breaks ties at theta by the calibrator's raw input
+(higher = more sure, at least ``tie_threshold``), so that exactly the budget
+goes to review even when the calibrated confidence takes few values.
 
 Risk control (``max_risk`` = epsilon, ``delta``) follows learn-then-test
 (Angelopoulos et al. 2021) with fixed-sequence testing. Candidate thresholds
@@ -38,7 +41,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "BudgetCut",
     "RiskSelection",
+    "budget_cut",
     "budget_threshold",
     "clopper_pearson_upper",
     "min_accepted",
@@ -105,6 +110,56 @@ def budget_threshold(confidence: ArrayLike, budget: float) -> float | None:
     if k >= c.size:
         return None
     return float(c[k])
+
+
+@dataclass(frozen=True)
+class BudgetCut:
+    """Exactly ``n_review`` records to review, and the rule that reproduces the cut on other records.
+
+    A record is accepted when (confidence, raw) >= (threshold, tie_threshold)
+    lexicographically: confidence > threshold, or confidence == threshold and
+    raw >= tie_threshold. Both are None when every record goes to review.
+    ``review`` marks the records sent to review here; it differs from the rule
+    only for records tied with the first accepted one on both keys, of which
+    the earliest go to review so that the count is exact.
+    """
+
+    threshold: float | None
+    tie_threshold: float | None
+    review: NDArray[np.bool_]
+
+    @property
+    def n_review(self) -> int:
+        return int(self.review.sum())
+
+
+def budget_cut(confidence: ArrayLike, raw: ArrayLike, n_review: int) -> BudgetCut:
+    """Send the ``n_review`` lowest records by (confidence, raw, position) to review.
+
+    ``raw`` is the calibrator's input oriented so that higher = more sure; it
+    breaks ties in the calibrated confidence (a step function has many), and
+    among records tied on both the earlier position goes to review first.
+
+    >>> cut = budget_cut([0.5, 0.5, 0.5, 0.9], [0.3, 0.1, 0.2, 0.0], 2)
+    >>> cut.threshold, cut.tie_threshold, cut.review.tolist()
+    (0.5, 0.3, [False, True, True, False])
+    """
+    c = np.asarray(confidence, dtype=np.float64).ravel()
+    r = np.asarray(raw, dtype=np.float64).ravel()
+    if c.size != r.size:
+        raise ValueError(f"need one raw score per confidence (got {r.size} and {c.size})")
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
+        raise ValueError("confidence or raw score holds NaN or infinite values")
+    if n_review < 0:
+        raise ValueError(f"n_review must be >= 0, got {n_review}")
+    review = np.zeros(c.size, dtype=bool)
+    if n_review >= c.size:
+        review[:] = True
+        return BudgetCut(None, None, review)
+    order = np.lexsort((np.arange(c.size), r, c))  # by confidence, then raw, then position
+    review[order[:n_review]] = True
+    first = order[n_review]
+    return BudgetCut(float(c[first]), float(r[first]), review)
 
 
 @dataclass(frozen=True)

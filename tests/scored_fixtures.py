@@ -31,8 +31,10 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p * (np.log(np.clip(p, 1e-300, None)) - np.log(np.clip(q, 1e-300, None)))))
 
 
-def make_record(i: int, rng: np.random.Generator, *, labelled: bool = True, human: bool = False) -> dict[str, Any]:
-    """One classification record with every field ``steerunc score`` writes."""
+def make_record(
+    i: int, rng: np.random.Generator, *, labelled: bool = True, human: bool = False, prefix: str = "item"
+) -> dict[str, Any]:
+    """One classification record with every field ``steerunc score`` writes, id ``{prefix}-{i}``."""
     a = rng.uniform()
     z0 = rng.normal(size=3) * 3.0
     views = {f"view{k}": z0 + rng.normal(size=3) * 3.0 * a for k in range(4)}
@@ -45,7 +47,7 @@ def make_record(i: int, rng: np.random.Generator, *, labelled: bool = True, huma
     mean_p = np.mean(all_p, axis=0)
     base_pred = OPTIONS[int(np.argmax(p0))]
     record: dict[str, Any] = {
-        "id": f"item-{i}",
+        "id": f"{prefix}-{i}",
         "line": i + 1,
         "mode": "options",
         "prediction": OPTIONS[int(np.argmax(pf))],
@@ -88,10 +90,14 @@ def make_records(
     continuation: int = 0,
     human: int = 0,
 ) -> list[dict[str, Any]]:
-    """n labelled records, then unlabelled, error and continuation records (the first ``human`` carry human_probs)."""
+    """n labelled records, then unlabelled, error and continuation records (the first ``human`` carry human_probs).
+
+    Ids are ``s{seed}-item-{i}``: files drawn with different seeds share no item.
+    """
     rng = np.random.default_rng(seed)
-    out = [make_record(i, rng, human=i < human) for i in range(n)]
-    out += [make_record(n + i, rng, labelled=False) for i in range(unlabelled)]
+    prefix = f"s{seed}-item"
+    out = [make_record(i, rng, human=i < human, prefix=prefix) for i in range(n)]
+    out += [make_record(n + i, rng, labelled=False, prefix=prefix) for i in range(unlabelled)]
     out += [{"id": f"bad-{i}", "line": len(out) + i + 1, "error": "input too long"} for i in range(errors)]
     out += [
         {

@@ -199,7 +199,7 @@ def test_triage_max_risk_policy_round_trip(files: dict[str, str], tmp_path: Path
         "--delta",
         "0.1",
         "--calibration-data",
-        files["cal"],
+        files["test"],  # labelled, and disjoint from cal.jsonl, which the calibrator was fitted on
         "--policy-out",
         policy,
         "--json",
@@ -243,6 +243,70 @@ def test_triage_usage_errors(files: dict[str, str], tmp_path: Path, extra: list[
 def test_triage_max_risk_needs_labels(files: dict[str, str], tmp_path: Path) -> None:
     result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.1")
     assert result.exit_code == 2 and "--calibration-data" in result.stderr
+    # the hint asks for records apart from those the calibrator was fitted on, not for that file
+    assert "calibrated on" not in result.stderr and "three disjoint parts" in result.stderr
+
+
+# -- --max-risk: the threshold is chosen on records the calibrator was not fitted on --------------
+
+
+def test_calibrate_records_the_keys_of_the_records_it_was_fitted_on(files: dict[str, str]) -> None:
+    from steerunc.calibration import load_calibrator
+    from steerunc.scored import record_keys
+
+    labelled = [d for d in read_jsonl(files["cal"]) if d.get("correct") is not None]
+    assert len(labelled) == 600
+    fitted_on = json.loads(Path(files["calibrator"]).read_text())["provenance"]["fitted_on"]
+    assert fitted_on["keys"] == sorted(record_keys(labelled)) and fitted_on["n"] == 600
+    assert "sha256" in fitted_on["by"]
+    assert load_calibrator(files["calibrator"]).fitted_on_ == frozenset(record_keys(labelled))
+    temperature = run("calibrate", files["cal"], "-m", "temperature")
+    assert temperature.exit_code == 0, temperature.stderr
+    assert json.loads(temperature.stdout)["provenance"]["fitted_on"]["keys"] == fitted_on["keys"]  # all carry 'label'
+
+
+def test_triage_max_risk_refuses_the_records_the_calibrator_was_fitted_on(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    """The documented mistake: fit on cal.jsonl, then choose the threshold on cal.jsonl too."""
+    cal, calibrator = files["cal"], files["calibrator"]
+    for extra, source, chosen_on in (
+        (["--calibration-data", cal], "new", cal),  # the same file as --calibration-data
+        ([], "cal", cal),  # the labelled input itself
+    ):
+        result, _, _ = _triage(files, tmp_path, "-c", calibrator, "--max-risk", "0.45", *extra, source=source)
+        assert result.exit_code == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()  # one line, naming both files and the overlap
+        assert f"{chosen_on}: 600 of these 600 labelled records" in line and f"the calibrator {calibrator}" in line
+        assert not (tmp_path / "accept.jsonl").exists() and not (tmp_path / "review.jsonl").exists()
+    # a partial overlap is refused too, and counted: 25 records of cal.jsonl among 300 others
+    mixed = read_jsonl(files["test"]) + [d for d in read_jsonl(cal) if d.get("correct") is not None][:25]
+    files = {**files, "mixed": write_jsonl(tmp_path / "mixed.jsonl", mixed)}
+    result, _, _ = _triage(files, tmp_path, "-c", calibrator, "--max-risk", "0.45", "--calibration-data", files["mixed"])
+    assert result.exit_code == 2 and "25 of these 325 labelled records" in result.stderr
+    # ids decide, compared as text: the same items renumbered, lines and triage annotations do not matter
+    same = [{**d, "id": str(d["id"]), "line": 0, "triage": {}} for d in read_jsonl(cal)[:10]]
+    files["same"] = write_jsonl(tmp_path / "same.jsonl", same)
+    result, _, _ = _triage(files, tmp_path, "-c", calibrator, "--max-risk", "0.45", "--calibration-data", files["same"])
+    assert result.exit_code == 2 and "10 of these 10" in result.stderr
+    # --budget and --policy need no labels and check nothing
+    result, _, _ = _triage(files, tmp_path, "-c", calibrator, "--budget", "0.2", source="cal")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_triage_max_risk_warns_when_an_old_calibrator_cannot_be_checked(files: dict[str, str], tmp_path: Path) -> None:
+    data = json.loads(Path(files["calibrator"]).read_text())
+    del data["provenance"]["fitted_on"]  # as saved before calibrators kept the keys
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    result, accept, review = _triage(files, tmp_path, "-c", old, "--max-risk", "0.45", "--calibration-data", files["cal"])
+    assert result.exit_code == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert f"{old} does not record which records it was fitted on" in warning and files["cal"] in warning
+    assert len(accept) + len(review) == len(read_jsonl(files["new"]))
+    from steerunc.calibration import load_calibrator
+
+    assert load_calibrator(str(old)).fitted_on_ is None
 
 
 def test_triage_with_a_calibrator_for_another_score_writes_nothing(files: dict[str, str], tmp_path: Path) -> None:
@@ -262,3 +326,162 @@ def test_calibrate_without_errors_names_the_file(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "perfect.jsonl", records)
     result = run("calibrate", path, "-s", "msp")
     assert result.exit_code == 2 and f"{path}: calibration needs both correct and incorrect" in result.stderr
+
+
+# -- each row judged against its own prediction; labels outside the options ---------------------
+
+
+def test_evaluate_plots_and_tables_use_each_rows_own_prediction(
+    files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import steerunc.plots
+
+    seen: dict[str, Any] = {}
+    real_reliability, real_risk = steerunc.plots.reliability_diagram, steerunc.plots.risk_coverage_plot
+
+    def reliability(confidence: Any, correct: Any, **kwargs: Any) -> Any:
+        seen[kwargs["name"].split()[0]] = list(correct)
+        return real_reliability(confidence, correct, **kwargs)
+
+    def risk(curves: Any, correct: Any, **kwargs: Any) -> Any:
+        seen["risk_coverage"] = ({k: list(v) for k, v in correct.items()}, kwargs["judged_against"])
+        return real_risk(curves, correct, **kwargs)
+
+    monkeypatch.setattr(steerunc.plots, "reliability_diagram", reliability)
+    monkeypatch.setattr(steerunc.plots, "risk_coverage_plot", risk)
+    result = run("evaluate", files["test"], "--out", tmp_path / "r", "--bootstrap", "0", "--no-smooth")
+    assert result.exit_code == 0, result.stderr
+    records = read_jsonl(files["test"])
+    base = [float(r["base_correct"]) for r in records]
+    fused = [float(r["correct"]) for r in records]
+    assert base != fused
+    assert seen["msp"] == base and seen["base_confidence"] == base and seen["fused_confidence"] == fused
+    correct, against = seen["risk_coverage"]
+    assert correct["msp"] == base and correct["mutual_info"] == fused and correct["fused_entropy"] == fused
+    assert against["entropy"] == "base" and against["mutual_info"] == "fused"
+    assert "judged against" in result.stderr and "accuracy by prediction" in result.stderr
+
+
+def _bad_label_file(tmp_path: Path) -> str:
+    records = make_records(30, seed=7)
+    records[5]["label"] = "Maybe"
+    return write_jsonl(tmp_path / "badlabel.jsonl", records)
+
+
+def test_a_label_outside_the_options_stops_every_judging_command(files: dict[str, str], tmp_path: Path) -> None:
+    path = _bad_label_file(tmp_path)
+    message = f"{path}:6: label 'Maybe' is not one of the options"
+    for command in (["calibrate", path, "-s", "msp"], ["evaluate", path, "--bootstrap", "0"]):
+        result = run(*command)
+        assert result.exit_code == 1 and message in result.stderr, command
+    files = {**files, "bad": path}
+    for extra in (["--budget", "0.2"], ["--max-risk", "0.4"]):
+        result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], *extra, source="bad")
+        assert result.exit_code == 1 and message in result.stderr, extra
+        assert not (tmp_path / "accept.jsonl").exists() and not (tmp_path / "review.jsonl").exists()
+    result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.4", "--calibration-data", path)
+    assert result.exit_code == 1 and message in result.stderr
+
+
+# -- a review budget is used even when calibrated confidences tie ---------------------------------
+
+
+def _mi_record(i: int, mi: float, ok: bool = True) -> dict[str, Any]:
+    return {
+        "id": f"r{i}",
+        "prediction": "Yes",
+        "probs": {"Yes": 0.6, "No": 0.4},
+        "label": "Yes" if ok else "No",
+        "scores": {"mutual_info": mi},
+    }
+
+
+def _two_valued_calibrator(tmp_path: Path) -> str:
+    """Isotonic on 40 records whose fit pools into two values: 0.75 for mutual_info in [0.05, 0.45],
+    0.25 in [0.55, 0.95] (within each block the errors sit at the low end, so nothing else survives)."""
+    low = [_mi_record(i, 0.05 + 0.02 * i, ok=i >= 5) for i in range(20)]  # 15 of 20 right
+    high = [_mi_record(20 + i, 0.55 + 0.02 * i, ok=i >= 15) for i in range(20)]  # 5 of 20 right
+    path = write_jsonl(tmp_path / "cal2.jsonl", low + high)
+    result = run("calibrate", path, "-s", "mutual_info", "-m", "isotonic", "-o", tmp_path / "cal2.json")
+    assert result.exit_code == 0, result.stderr
+    assert "takes only 2 distinct values" in result.stderr  # the warning in calibrate
+    return str(tmp_path / "cal2.json")
+
+
+def _twenty_four(tmp_path: Path) -> tuple[str, list[float]]:
+    """12 records in each plateau, half of them wrong; mutual_info all distinct."""
+    mi = [0.1 + 0.025 * i for i in range(12)] + [0.6 + 0.025 * i for i in range(12)]
+    order = [(7 * i) % 24 for i in range(24)]  # plateaus interleaved in the file
+    values = [mi[j] for j in order]
+    records = [_mi_record(i, v, ok=i % 2 == 0) for i, v in enumerate(values)]
+    return write_jsonl(tmp_path / "24.jsonl", records), values
+
+
+def test_budget_with_a_two_valued_calibrator_reviews_exactly_the_budget(tmp_path: Path) -> None:
+    cal = _two_valued_calibrator(tmp_path)
+    path, values = _twenty_four(tmp_path)
+    files = {"24": path}
+    policy = tmp_path / "policy.json"
+    result, accept, review = _triage(files, tmp_path, "-c", cal, "--budget", "0.2", "--policy-out", policy, source="24")
+    assert result.exit_code == 0, result.stderr
+    assert len(review) == 4 == int(0.2 * 24) and len(accept) == 20
+    worst = sorted(range(24), key=lambda i: -values[i])[:4]  # lowest confidence, then highest mutual_info
+    assert sorted(r["id"] for r in review) == sorted(f"r{i}" for i in worst)
+    assert all(r["triage"]["confidence"] == pytest.approx(0.25) for r in review)
+    assert all("tie broken by raw score -mutual_info" in r["triage"]["reason"] for r in review)
+    assert "takes only 2 distinct values" in result.stderr and "breaking ties on the raw score" in result.stderr
+    saved = json.loads(policy.read_text())
+    fifth = sorted(values, reverse=True)[4]
+    assert saved["threshold"] == pytest.approx(0.25) and saved["tie_threshold"] == -fifth
+
+
+def test_saved_budget_policy_breaks_ties_the_same_way(tmp_path: Path) -> None:
+    cal = _two_valued_calibrator(tmp_path)
+    path, values = _twenty_four(tmp_path)
+    policy = tmp_path / "policy.json"
+    result, _, _ = _triage({"24": path}, tmp_path, "-c", cal, "--budget", "0.2", "--policy-out", policy, source="24")
+    assert result.exit_code == 0, result.stderr
+    fifth = sorted(values, reverse=True)[4]  # the first accepted record's mutual_info
+    new = [_mi_record(0, fifth + 0.01), _mi_record(1, fifth), _mi_record(2, fifth - 0.01), _mi_record(3, 0.2)]
+    files = {"new": write_jsonl(tmp_path / "new24.jsonl", new)}
+    again, accept, review = _triage(files, tmp_path, "--policy", policy, source="new")
+    assert again.exit_code == 0, again.stderr
+    assert [r["id"] for r in review] == ["r0"] and [r["id"] for r in accept] == ["r1", "r2", "r3"]
+
+    from steerunc import Router
+
+    router = Router.from_policy(str(policy))
+    assert [router.route(r).accepted for r in new] == [False, True, True, True]
+    old = json.loads(policy.read_text())
+    del old["tie_threshold"]  # a policy written before ties were broken: confidence >= threshold
+    assert [Router.from_policy(old).route(r).accepted for r in new] == [True, True, True, True]
+
+
+def test_budget_with_a_constant_calibrator_still_reviews_the_budget(files: dict[str, str], tmp_path: Path) -> None:
+    """A beta fit collapsed to 0.5 everywhere (a = b = c = 0): the raw score decides alone."""
+    fitted = run("calibrate", files["cal"], "-s", "mutual_info", "-m", "beta")
+    assert fitted.exit_code == 0, fitted.stderr
+    data = json.loads(fitted.stdout)
+    data["state"].update(a=0.0, b=0.0, c=0.0)
+    cal = tmp_path / "flat.json"
+    cal.write_text(json.dumps(data))
+    path, values = _twenty_four(tmp_path)
+    result, accept, review = _triage({"24": path}, tmp_path, "-c", cal, "--budget", "0.25", source="24")
+    assert result.exit_code == 0, result.stderr
+    assert len(review) == 6 and len(accept) == 18
+    worst = sorted(range(24), key=lambda i: -values[i])[:6]
+    assert sorted(r["id"] for r in review) == sorted(f"r{i}" for i in worst)
+    assert "(nearly) constant on these 24 records (0.5000 to 0.5000)" in result.stderr
+    flat = run("calibrate", files["cal"], "-s", "mutual_info", "-m", "histogram", "--bins", "1")
+    assert flat.exit_code == 0 and "(nearly) constant" in flat.stderr
+
+
+def test_budget_counts_exactly_when_records_tie_on_both_keys(files: dict[str, str], tmp_path: Path) -> None:
+    records = [_mi_record(i, 0.5) for i in range(10)]
+    records.insert(4, {"id": "bad", "error": "input too long"})  # counts against the budget
+    path = write_jsonl(tmp_path / "ties.jsonl", records)
+    files = {**files, "ties": path}
+    result, accept, review = _triage(files, tmp_path, "-c", files["calibrator"], "--budget", "0.3", source="ties")
+    assert result.exit_code == 0, result.stderr
+    assert [r["id"] for r in review] == ["r0", "r1", "bad"] and len(accept) == 8  # floor(0.3 * 11) = 3
+    assert "earliest tied lines" in review[0]["triage"]["reason"]

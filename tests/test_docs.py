@@ -49,3 +49,26 @@ def test_declared_python_floor_covers_what_the_code_imports() -> None:
             if isinstance(node, ast.Import) and any(a.name == "tomllib" for a in node.names):
                 found.append(f"{path.name}: tomllib")
     assert not found or floor >= (3, 11), f"python_requires {floor} but the code uses {found}"
+
+
+def test_calibration_docs_choose_the_threshold_on_records_the_calibrator_was_not_fitted_on() -> None:
+    """docs/calibration.md shows three disjoint parts: the file `calibrate` fits a calibrator on is never
+    the file `triage --max-risk` chooses that calibrator's threshold on (--calibration-data, else the input)."""
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", (ROOT / "docs" / "calibration.md").read_text(), flags=re.S)
+    lines = [line.strip().lstrip("$ ") for block in blocks for line in re.sub(r"\\\n\s*", " ", block).splitlines()]
+    fitted_on: dict[str, str] = {}
+    for line in lines:
+        fit = re.match(r"steerunc calibrate (\S+) .*-o (\S+)", line)
+        if fit:
+            fitted_on[fit.group(2)] = fit.group(1)
+    checked = 0
+    for line in lines:
+        if not line.startswith("steerunc triage ") or "--max-risk" not in line:
+            continue
+        calibrator = re.search(r"(?:--calibrator|-c) (\S+)", line)
+        chosen_on = re.search(r"--calibration-data (\S+)", line) or re.match(r"steerunc triage (\S+)", line)
+        assert calibrator and chosen_on and calibrator.group(1) in fitted_on, line
+        assert chosen_on.group(1) != fitted_on[calibrator.group(1)], line
+        checked += 1
+    assert checked >= 2  # the workflow and the real run
+

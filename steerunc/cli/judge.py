@@ -30,9 +30,17 @@ from steerunc.cli.judge_report import evaluation_tables, triage_summary
 from steerunc.errors import InputError
 from steerunc.io import atomic_write, dumps
 from steerunc.metrics import ece
-from steerunc.scored import TARGETS, ScoredFile, logits_matrix, read_scored, score_names, score_of
-from steerunc.triage import Router, calibrated_confidence
-from steerunc.triage_bounds import budget_threshold
+from steerunc.scored import TARGETS, ScoredFile, logits_matrix, read_scored, record_keys, score_names, score_of
+from steerunc.triage import (
+    Decision,
+    Router,
+    calibrated_confidence,
+    check_disjoint,
+    confidence_warning,
+    raw_certainty,
+    raw_name,
+)
+from steerunc.triage_bounds import budget_cut
 
 __all__ = ["COMMANDS", "calibrate", "evaluate", "triage"]
 
@@ -113,6 +121,7 @@ def calibrate(
         if labels is None:  # pragma: no cover  (labels=True always returns them)
             raise InputError("no labels", path=scored_path)
         _fit(calibrator, matrix, labels, scored_path)
+        calibrator.fitted_on_ = frozenset(record_keys(d for _, d in labelled))
         confidence = calibrator.predict(matrix)
         correct = (matrix.argmax(axis=1) == labels).astype(np.float64)
     else:
@@ -123,6 +132,7 @@ def calibrate(
         calibrator = make_calibrator(method, score, target=target, higher_means=higher_means, **params)
         values = np.array([score_of(d, score, scored_path, ln) for ln, d in records], dtype=np.float64)
         _fit(calibrator, values, correct, scored_path)
+        calibrator.fitted_on_ = frozenset(record_keys(d for _, d in records))
         confidence = calibrator.predict(values)
     if output == "-":
         click.echo(json.dumps(calibrator.to_dict(source=os.path.basename(scored_path)), indent=2))
@@ -137,6 +147,9 @@ def calibrate(
         "`steerunc evaluate --calibrator`)." + ("" if output == "-" else f"\nWrote {output}"),
         highlight=False,
     )
+    warning = confidence_warning(confidence, calibrator)
+    if warning:
+        stderr.print(warning, highlight=False, soft_wrap=True)
 
 
 @click.command()
@@ -216,18 +229,26 @@ def _write_evaluation(result: Any, out_dir: str, bins: int) -> list[str]:
     for row in result.rows:
         if row.confidence is None:
             continue
-        fig = reliability_diagram(row.confidence, result.correct, n_bins=bins, name=row.name)
+        name = f"{row.name} (judged against the {row.judged_against} prediction)"
+        fig = reliability_diagram(row.confidence, row.correct, n_bins=bins, name=name)
         stem = os.path.join(out_dir, "reliability_" + row.name.replace("@", "_").replace(os.sep, "_"))
         written += save_figure(fig, stem)
     curves = {row.name: row.uncertainty for row in result.rows}
-    written += save_figure(risk_coverage_plot(curves, result.correct), os.path.join(out_dir, "risk_coverage"))
+    correct = {row.name: row.correct for row in result.rows}
+    against = {row.name: row.judged_against for row in result.rows}
+    figure = risk_coverage_plot(curves, correct, judged_against=against)
+    written += save_figure(figure, os.path.join(out_dir, "risk_coverage"))
     return written
 
 
 @click.command()
 @click.argument("scored_path", metavar="SCORED.jsonl")
 @click.option("--calibrator", "-c", "calibrator_path", metavar="CAL.json", help="Calibrator from `steerunc calibrate`.")
-@click.option("--budget", type=click.FloatRange(0, 1), help="Send at most this share of the records to review.")
+@click.option(
+    "--budget",
+    type=click.FloatRange(0, 1),
+    help="Send this share of the records (rounded down) to review; ties in confidence go by the raw score.",
+)
 @click.option(
     "--max-risk",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -243,7 +264,8 @@ def _write_evaluation(result: Any, out_dir: str, bins: int) -> list[str]:
 @click.option(
     "--calibration-data",
     metavar="LABELLED.jsonl",
-    help="Labelled scored records to choose the --max-risk threshold on [default: the labelled input].",
+    help="Labelled scored records to choose the --max-risk threshold on, none of them among those the "
+    "calibrator was fitted on [default: the labelled input].",
 )
 @click.option("--policy", "policy_path", metavar="POLICY.json", help="Apply a saved policy instead.")
 @click.option("--policy-out", metavar="POLICY.json", help="Save the threshold, its guarantee and the calibrator.")
@@ -268,7 +290,10 @@ def triage(
     confidence and the reason.
 
     Choose the threshold with --budget or --max-risk (with --calibrator), or
-    apply a saved --policy.
+    apply a saved --policy. --max-risk needs three disjoint parts: labelled
+    records that fit the calibrator, labelled records that choose the threshold,
+    and the records the policy is applied to; it refuses threshold records the
+    calibrator was fitted on.
     """
     modes = [
         name
@@ -287,6 +312,7 @@ def triage(
         raise click.UsageError("--accept-out and --review-out must be different files")
 
     scored = read_scored(scored_path)
+    decisions: list[Decision] | None = None  # a budget router decides while it is chosen
     if policy_path is not None:
         router = Router.from_policy(policy_path)
         _check_input(scored, router.calibrator, policy_path)
@@ -294,11 +320,16 @@ def triage(
         calibrator = load_calibrator(calibrator_path)
         _check_input(scored, calibrator, calibrator_path)
         if budget is not None:
-            router = _budget_router(scored, calibrator, budget)
+            router, decisions = _budget_router(scored, calibrator, budget)
         elif max_risk is not None:
-            router = _risk_router(scored, calibrator, max_risk, delta, calibration_data)
+            router = _risk_router(scored, calibrator, calibrator_path, max_risk, delta, calibration_data)
 
-    decisions = router.route_many([ln.data for ln in scored.lines], scored_path)
+    scored.labelled(TARGETS[router.calibrator.target])  # a bad label stops here, before anything is written
+    if decisions is None:
+        decisions = router.route_many([ln.data for ln in scored.lines], scored_path)
+    warning = confidence_warning([d.confidence for d in decisions if d.confidence is not None], router.calibrator)
+    if warning:
+        stderr.print(warning, highlight=False, soft_wrap=True)
     with atomic_write(accept_out) as accept, atomic_write(review_out) as review:
         for ln, decision in zip(scored.lines, decisions):
             (accept if decision.accepted else review).write(dumps(decision.annotate(ln.data, ln.number)) + "\n")
@@ -330,25 +361,66 @@ def _check_input(scored: ScoredFile, calibrator: Calibrator, source: str) -> Non
         )
 
 
-def _budget_router(scored: ScoredFile, calibrator: Calibrator, budget: float) -> Router:
-    """Error and unscorable records go to review anyway and count against the budget."""
+def _budget_router(scored: ScoredFile, calibrator: Calibrator, budget: float) -> tuple[Router, list[Decision]]:
+    """The router and its decisions on this file: exactly floor(budget * lines) lines go to review
+    (all of them if fewer are scorable). Error and unscorable records go to review anyway and count
+    against the budget; the others are ranked by (confidence, raw score, line), the earlier of two
+    lines tied on both going to review first (the one place the decisions differ from the router's rule)."""
+    data = [ln.data for ln in scored.lines]
     probe = Router(calibrator, 0.0)
-    decisions = probe.route_many([ln.data for ln in scored.lines], scored.path)
-    scorable = np.array([d.confidence for d in decisions if d.confidence is not None], dtype=np.float64)
-    allowed = int(np.floor(budget * len(decisions) + 1e-9)) - (len(decisions) - scorable.size)
-    threshold = budget_threshold(scorable, min(1.0, max(0, allowed) / scorable.size)) if scorable.size else None
-    return Router(calibrator, threshold, mode="budget", budget=budget, source=os.path.basename(scored.path))
+    decisions = probe.route_many(data, scored.path)
+    scorable = [i for i, d in enumerate(decisions) if d.confidence is not None]
+    source = os.path.basename(scored.path)
+    if not scorable:
+        return Router(calibrator, None, mode="budget", budget=budget, source=source), decisions
+    confidence = np.array([decisions[i].confidence for i in scorable], dtype=np.float64)
+    good = [(scored.lines[i].number, data[i] or {}) for i in scorable]
+    raw = raw_certainty(calibrator, good, scored.path)
+    allowed = int(np.floor(budget * len(decisions) + 1e-9)) - (len(decisions) - len(scorable))
+    cut = budget_cut(confidence, raw, min(len(scorable), max(0, allowed)))
+    router = Router(
+        calibrator, cut.threshold, mode="budget", budget=budget, source=source, tie_threshold=cut.tie_threshold
+    )
+    decisions = router.route_many(data, scored.path)
+    for j, i in enumerate(scorable):
+        if cut.review[j] and decisions[i].accepted:  # tied with the first accepted line on both keys
+            reason = (
+                f"confidence {confidence[j]:.4f} and raw score {raw_name(calibrator)} {raw[j]:.6g} tie with "
+                "the first accepted line; the budget sends the earliest tied lines to review"
+            )
+            decisions[i] = Decision("review", float(confidence[j]), reason, cut.threshold)
+    return router, decisions
 
 
 def _risk_router(
-    scored: ScoredFile, calibrator: Calibrator, max_risk: float, delta: float, calibration_data: str | None
+    scored: ScoredFile,
+    calibrator: Calibrator,
+    calibrator_path: str,
+    max_risk: float,
+    delta: float,
+    calibration_data: str | None,
 ) -> Router:
+    """Threshold chosen on labelled records disjoint from those the calibrator was fitted on."""
     source = read_scored(calibration_data) if calibration_data is not None else scored
     records, correct, _ = source.labelled(TARGETS[calibrator.target])
     if not records:
-        hint = "" if calibration_data else ": pass --calibration-data LABELLED.jsonl (e.g. the file you calibrated on)"
+        hint = (
+            ""
+            if calibration_data
+            else ": pass --calibration-data LABELLED.jsonl, labelled records kept apart from those the "
+            "calibrator was fitted on (three disjoint parts: fit the calibrator, choose the threshold, triage)"
+        )
         raise InputError(
             f"--max-risk chooses its threshold on labelled records and this file has none{hint}", path=source.path
+        )
+    if not check_disjoint(calibrator, [d for _, d in records], source.path, calibrator_path):
+        stderr.print(
+            f"warning: {calibrator_path} does not record which records it was fitted on (saved by an older "
+            f"steerunc, or fitted without them), so steerunc cannot check that the --max-risk threshold is chosen on others; the "
+            f"guarantee holds only if {source.path} shares no record with them (refit with `steerunc calibrate` "
+            "to have this checked)",
+            highlight=False,
+            soft_wrap=True,
         )
     confidence = calibrated_confidence(calibrator, records, source.path)
     return Router.for_risk(calibrator, confidence, correct, max_risk, delta, source=os.path.basename(source.path))

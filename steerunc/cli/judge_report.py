@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from steerunc.scored import TARGETS, ScoredFile, correctness
-from steerunc.triage import Decision, Router
+from steerunc.triage import Decision, Router, raw_name
 
 __all__ = ["evaluation_tables", "triage_summary"]
 
@@ -40,23 +40,32 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
     agreement with annotators when records carry ``human_probs``."""
     rec = report["records"]
     skipped = ", ".join(f"{rec[k]} {k}" for k in ("errors", "continuation", "unlabelled") if rec[k]) or "none"
+    accuracies = ", ".join(
+        f"{name} {_f(value)}" for name, value in report.get("accuracy_by_prediction", {}).items() if value is not None
+    )
     caption = (
         f"[bold]{rec['evaluated']}[/] labelled records of {report['file']} (skipped: {skipped}); "
         f"accuracy of the {report['target']} prediction {report['accuracy']:.3f}"
+        + (f" (accuracy by prediction: {accuracies})" if accuracies else "")
+        + "; every metric of a row uses the correctness of the prediction it is judged against"
     )
+    left_out = [f"left out {name}: {why}" for name, why in report.get("left_out", {}).items()]
     coverages = report["settings"]["coverages"]
     level = round(report["settings"]["level"] * 100)
     ranking = _table("Does the score single out the errors?", None)
     ranking.add_column("score", no_wrap=True)
+    ranking.add_column("judged against", no_wrap=True)
     for header in ("AUROC", f"{level}% CI", "AUPRC", "AURC↓", "PRR"):
         ranking.add_column(header, justify="right", no_wrap=True)
     selective = _table("Selective accuracy (keeping the most confident)", None)
     selective.add_column("score", no_wrap=True)
+    selective.add_column("judged against", no_wrap=True)
     for c in coverages:
         selective.add_column(f"{c:.0%} kept", justify="right", no_wrap=True)
     for name, m in report["scores"].items():
-        ranking.add_row(name, _f(m["auroc"]), _ci(m["auroc_ci"]), _f(m["auprc"]), _f(m["aurc"]), _f(m["prr"]))
-        selective.add_row(name, *[_f(m["selective_accuracy"][f"{c:g}"]) for c in coverages])
+        against = m.get("judged_against", report["target"])
+        ranking.add_row(name, against, _f(m["auroc"]), _ci(m["auroc_ci"]), _f(m["auprc"]), _f(m["aurc"]), _f(m["prr"]))
+        selective.add_row(name, against, *[_f(m["selective_accuracy"][f"{c:g}"]) for c in coverages])
 
     n_bins = report["settings"]["n_bins"]
     calib = _table(
@@ -65,6 +74,7 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
         "Raw confidence: 1 - msp, max of probs / base_probs; other scores need --calibrator.",
     )
     calib.add_column("score", no_wrap=True)
+    calib.add_column("judged against", no_wrap=True)
     for header in ("ECE", f"{level}% CI", "ECE=", "smECE", "MCE", "Brier", "NLL"):
         calib.add_column(header, justify="right", no_wrap=True)
     for name, m in report["scores"].items():
@@ -72,6 +82,7 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
             continue
         calib.add_row(
             name,
+            m.get("judged_against", report["target"]),
             _f(m["ece"]),
             _ci(m["ece_ci"]),
             _f(m["ece_equal_mass"]),
@@ -80,7 +91,7 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
             _f(m["brier"]),
             _f(m["nll"]),
         )
-    tables: list[Any] = [caption, ranking, selective, calib]
+    tables: list[Any] = [caption, *left_out, ranking, selective, calib]
     if report.get("human"):
         human = _table("Agreement with the annotators' label distribution", None)
         for header in ("prediction", "records", "JS distance ↓", "KL(human‖pred) ↓"):
@@ -119,6 +130,7 @@ def triage_summary(
         "review": n - len(accepted),
         "unscorable_to_review": unscorable,
         "threshold": router.threshold,
+        "tie_threshold": router.tie_threshold,
         "mode": router.mode,
         "budget": router.budget,
         "expected_risk_accepted": expected,
@@ -133,6 +145,8 @@ def triage_summary(
     }
     share = (lambda k: f"{k} ({k / n:.1%})") if n else str
     threshold = "none (everything to review)" if router.threshold is None else f"{router.threshold:.4f}"
+    if router.tie_threshold is not None:
+        threshold += f", ties broken by raw score {raw_name(router.calibrator)} >= {router.tie_threshold:.6g}"
     how = f"{router.mode}{'' if router.budget is None else f' {router.budget:g}'}"
     if policy_in:
         how = f"policy {policy_in}, chosen by {how} on {router.source or 'its data'}; a fixed threshold here"
