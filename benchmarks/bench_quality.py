@@ -70,6 +70,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data")))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     parser.add_argument("--tag", default="", help="suffix of the run name")
+    parser.add_argument("--reuse-scored", action="store_true",
+                        help="keep scored files of an earlier run with these settings (one line per record) and only "
+                             "re-judge them; their timings are reported as null")
     args = parser.parse_args(argv)
     args.datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
     if not args.datasets or set(args.datasets) - set(DATASETS):
@@ -85,6 +88,14 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _complete(path: str, n: int) -> bool:
+    """Whether ``path`` holds one scored line per record (a finished earlier run)."""
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip()) == n
 
 
 def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list[str]) -> list[str]:
@@ -141,7 +152,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         _write_jsonl(files[f"records_{split}"], by_length(getattr(task, split)))
         for method in args.methods:
             files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
-    timings: dict[str, float] = {}
+    timings: dict[str, float | None] = {}
 
     if model is None:
         tick = time.perf_counter()
@@ -161,6 +172,10 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
     for method in args.methods:
         for split in ("cal", "eval"):
             out = files[f"{method}_{split}"]
+            if args.reuse_scored and _complete(out, len(records[split])):
+                timings[f"score_{method}_{split}"] = None
+                print(f"[{name}] {method}/{split}: reusing {out}", file=sys.stderr)
+                continue
             if method == "prompt":
                 seconds = prompt_ensemble(model, records[split], task.perspectives, fusion, out, args.plain_batch_size)
             else:

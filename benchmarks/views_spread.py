@@ -9,7 +9,12 @@ each (layer, coeff, centred) setting this prints, over the records:
 * spread: per record, max - min over the views of P(first option); mean and max;
 * per-view sd: the standard deviation over records of each view's P(first option),
   smallest and largest over the views (near 0: the view is saturated or inert);
-* mutual_info: mean over records.
+* mutual_info: mean over records;
+* fused: how far the fused prediction (the mixture of the views) is from the base one:
+  records whose answer differs, and the mean over records of |P_fused - P_base| of the first option.
+
+Probabilities are at the model's own temperature (what steerunc outputs);
+mutual_info compares the views at tau.
 
     python benchmarks/views_spread.py --settings 13:0.25:0,16:0.1:1,16:0.1:0,16:0.25:1
 """
@@ -43,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.model, device=args.device)
     records = [record_from_json(line.data, line.number) for line in read_jsonl(args.input)]
     print(f"# {len(records)} records from {os.path.relpath(args.input, REPO)}, model {model.model_id}")
-    print("| layer | coeff | centred | flip rate | spread mean | spread max | per-view sd min | per-view sd max | mutual_info mean |")
-    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| layer | coeff | centred | flip rate | spread mean | spread max | per-view sd min | per-view sd max "
+          "| mutual_info mean | fused answer differs | mean abs(P_fused - P_base) |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for setting in args.settings.split(","):
         layer_s, coeff_s, centred_s = setting.split(":")
         layer, coeff, centred = int(layer_s), float(coeff_s), bool(int(centred_s))
@@ -57,8 +63,11 @@ def main(argv: list[str] | None = None) -> None:
                    for o in outs]
         sds = [statistics.pstdev(o.views[name]["probs"][first] for o in outs) for name in vectors.names]
         mi = statistics.mean(o.scores["mutual_info"] for o in outs)
+        moved = sum(o.prediction != o.base_prediction for o in outs)
+        shift = statistics.mean(abs(o.probs[first] - o.base_probs[first]) for o in outs)  # type: ignore[index]
         print(f"| {layer} | {coeff} | {'yes' if centred else 'no'} | {statistics.mean(flips):.2f} | "
-              f"{statistics.mean(spreads):.2f} | {max(spreads):.2f} | {min(sds):.2f} | {max(sds):.2f} | {mi:.3f} |")
+              f"{statistics.mean(spreads):.2f} | {max(spreads):.2f} | {min(sds):.2f} | {max(sds):.2f} | {mi:.3f} | "
+              f"{moved}/{len(outs)} | {shift:.3f} |")
         sys.stdout.flush()
 
 
