@@ -101,4 +101,18 @@ def judge(cal_path: str, eval_path: str, out_dir: str, n_boot: int = 1000, seed:
         result[target] = {"n": report["records"]["evaluated"], "accuracy": report["accuracy"],
                           "errors": report["records"]["errors"], "scores": rows}
     result["human"] = human_js(eval_path, n_boot, seed)
+    result["accuracy_fused_minus_base"] = paired_accuracy(eval_path, n_boot, seed)
     return result
+
+
+def paired_accuracy(eval_path: str, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """Accuracy of the fused prediction minus the base one on the same records, with a paired
+    bootstrap interval (records resampled together)."""
+    scored = read_scored(eval_path)
+    fused_records, fused_ok, _ = scored.labelled(TARGETS["fused"])
+    base_records, base_ok, _ = scored.labelled(TARGETS["base"])
+    if not fused_records or [ln for ln, _ in fused_records] != [ln for ln, _ in base_records]:
+        return None
+    diff = fused_ok - base_ok
+    return {"n": int(diff.size), "difference": float(diff.mean()), "changed": int(np.sum(diff != 0)),
+            "ci": bootstrap_interval(lambda v: float(v.mean()), [diff], n_boot, seed=seed)}

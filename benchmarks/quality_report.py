@@ -25,6 +25,10 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def _ci(value: float | None, ci: list[float] | None, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -67,8 +71,8 @@ def prediction_table(reports: list[dict[str, Any]]) -> str:
     lines = [
         "| data set | n | accuracy: base | fused: steering | fused: prompt ens. | fused: random | "
         "JS to people: base | fused: steering | fused: prompt ens. | fused: random | "
-        "JS fused - base, steering (paired) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
+        "JS fused - base, steering (paired) | accuracy fused - base, steering (paired; answers changed) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- | --- |",
     ]
     for report in reports:
         res = report["results"]
@@ -81,9 +85,11 @@ def prediction_table(reports: list[dict[str, Any]]) -> str:
         js_base = _ci(human["base"]["js_distance"], human["base"]["ci"]) if human else "n/a"
         diff = human["fused_minus_base"] if human else None
         js_diff = _ci(diff["js_distance"], diff["ci"]) if diff else "n/a"
+        acc = res["steer"].get("accuracy_fused_minus_base")
+        acc_diff = f"{_ci(acc['difference'], acc['ci'])} ({acc['changed']})" if acc else "n/a"
         lines.append(
             f"| {report['dataset']} | {res['steer']['base']['n']} | {_num(res['steer']['base']['accuracy'])} | "
-            + " | ".join(accs) + f" | {js_base} | " + " | ".join(js) + f" | {js_diff} |"
+            + " | ".join(accs) + f" | {js_base} | " + " | ".join(js) + f" | {js_diff} | {acc_diff} |"
         )
     return "\n".join(lines)
 
@@ -98,8 +104,8 @@ def cost_table(reports: list[dict[str, Any]]) -> str:
         t = report["timings_s"]
         lines.append(
             f"| {report['dataset']} | {report['n_eval']} / {report['n_cal']} | {report['settings']['k']} | "
-            f"{t['build_vectors']:.0f} | {t['score_steer_eval']:.0f} | {t.get('score_prompt_eval', float('nan')):.0f} | "
-            f"{t.get('score_random_eval', float('nan')):.0f} | {t['total']:.0f} | `{report['command']}` |"
+            f"{t['build_vectors']:.0f} | {_secs(t.get('score_steer_eval'))} | {_secs(t.get('score_prompt_eval'))} | "
+            f"{_secs(t.get('score_random_eval'))} | {t['total']:.0f} | `{report['command']}` |"
         )
     return "\n".join(lines)
 
