@@ -38,6 +38,8 @@ from steerunc.calibration_base import (
     CalibrationError,
     Calibrator,
     NotFittedError,
+    finite_array,
+    finite_number,
     unit_map,
 )
 from steerunc.calibration_scaling import BetaCalibrator, PlattCalibrator, TemperatureScaling
@@ -82,10 +84,12 @@ class IsotonicCalibrator(Calibrator):
         return {"X_thresholds": self.X_thresholds_.tolist(), "y_thresholds": self.y_thresholds_.tolist()}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        x = np.asarray(state["X_thresholds"], dtype=np.float64)
-        y = np.asarray(state["y_thresholds"], dtype=np.float64)
+        x = finite_array(state, "X_thresholds")
+        y = finite_array(state, "y_thresholds", 0.0, 1.0)
         if x.ndim != 1 or x.shape != y.shape or x.size == 0 or np.any(np.diff(x) < 0):
-            raise CalibrationError("isotonic thresholds must be two equally long lists, X increasing")
+            raise CalibrationError(
+                "fields 'state.X_thresholds' and 'state.y_thresholds' must be equally long, non-empty, X increasing"
+            )
         self.X_thresholds_, self.y_thresholds_ = x, y
 
 
@@ -112,6 +116,13 @@ class HistogramBinning(Calibrator):
         super().__init__(score, target, higher_means)
         self.n_bins = n_bins
         self.strategy = strategy
+
+    def _check_saved_params(self) -> None:
+        super()._check_saved_params()
+        if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int) or self.n_bins < 1:
+            raise ValueError(f"field 'params.n_bins' must be a positive integer, got {self.n_bins!r}"[:200])
+        if self.strategy not in ("quantile", "uniform"):
+            raise ValueError(f"field 'params.strategy' must be 'quantile' or 'uniform', got {self.strategy!r}"[:200])
 
     def _index(self, x: Array) -> NDArray[np.intp]:
         z = np.clip(self.unit_scale_ * x + self.unit_shift_, 0.0, 1.0)
@@ -153,13 +164,22 @@ class HistogramBinning(Calibrator):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        edges = np.asarray(state["bin_edges"], dtype=np.float64)
-        values = np.asarray(state["bin_values"], dtype=np.float64)
+        edges = finite_array(state, "bin_edges")
+        values = finite_array(state, "bin_values", 0.0, 1.0)
         if edges.ndim != 1 or values.shape != (edges.size - 1,) or values.size == 0:
-            raise CalibrationError("histogram needs len(bin_edges) == len(bin_values) + 1 >= 2")
+            raise CalibrationError("fields 'state.bin_edges' and 'state.bin_values' need len(bin_edges) == len(bin_values) + 1 >= 2")
+        if np.any(np.diff(edges) < 0):
+            raise CalibrationError("field 'state.bin_edges' must be increasing")
         self.bin_edges_, self.bin_values_ = edges, values
-        self.bin_counts_ = np.asarray(state.get("bin_counts", [0] * values.size), dtype=np.int64)
-        self.unit_scale_, self.unit_shift_ = float(state["unit_scale"]), float(state["unit_shift"])
+        counts = state.get("bin_counts", [0] * values.size)
+        if (
+            not isinstance(counts, list)
+            or len(counts) != values.size
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        ):
+            raise CalibrationError("field 'state.bin_counts' must list one count (an integer >= 0) per bin")
+        self.bin_counts_ = np.asarray(counts, dtype=np.int64)
+        self.unit_scale_, self.unit_shift_ = finite_number(state, "unit_scale"), finite_number(state, "unit_shift")
 
 
 #: method name -> calibrator class
@@ -200,8 +220,11 @@ def calibrator_from_dict(data: Any, path: str | None = None) -> Calibrator:
     if not isinstance(data.get("format"), int) or data["format"] > FORMAT:
         raise InputError(f"calibrator format {data.get('format')!r} is newer than this steerunc reads", path=path)
     method = data.get("method")
-    if method not in METHODS:
-        raise InputError(f"unknown calibration method {method!r}", path=path)
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"unknown calibration method {str(repr(method))[:60]} (field 'method')", path=path)
+    for part in ("params", "state", "provenance"):
+        if part in data and not isinstance(data[part], dict):
+            raise InputError(f"malformed {method} calibrator: field '{part}' must be an object", path=path)
     try:
         return METHODS[method]._from_parts(dict(data["params"]), dict(data["state"]), dict(data["provenance"]))
     except KeyError as exc:

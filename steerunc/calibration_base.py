@@ -20,7 +20,16 @@ from steerunc import __version__
 from steerunc.errors import SteeruncError
 from steerunc.scored import RECORD_KEY_SCHEME, TARGETS, orientation_of
 
-__all__ = ["FORMAT", "KIND", "CalibrationError", "Calibrator", "NotFittedError", "unit_map"]
+__all__ = [
+    "FORMAT",
+    "KIND",
+    "CalibrationError",
+    "Calibrator",
+    "NotFittedError",
+    "finite_array",
+    "finite_number",
+    "unit_map",
+]
 
 KIND = "steerunc.calibrator"
 FORMAT = 1
@@ -35,6 +44,46 @@ class NotFittedError(SteeruncError, ValueError, AttributeError):
 
 class CalibrationError(SteeruncError):
     """A calibrator cannot be fitted on the data given (e.g. no errors to learn from)."""
+
+
+_ORIENTATIONS = ("uncertain", "confident")
+
+
+def finite_number(state: dict[str, Any], key: str, low: float | None = None, high: float | None = None) -> float:
+    """``state[key]`` of a saved calibrator as a finite float in [low, high]; ValueError naming the field."""
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"field 'state.{key}' must be a finite number, got {_short(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"field 'state.{key}' must lie in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def finite_array(state: dict[str, Any], key: str, low: float | None = None, high: float | None = None) -> Array:
+    """``state[key]`` of a saved calibrator as a 1-D array of finite numbers in [low, high]."""
+    value = state[key]
+    if not isinstance(value, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"field 'state.{key}' must be a list of numbers, got {_short(value)}")
+    x = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"field 'state.{key}' holds NaN or infinite values")
+    if (low is not None and np.any(x < low)) or (high is not None and np.any(x > high)):
+        raise ValueError(f"field 'state.{key}' must hold values in [{low}, {high}]")
+    return x
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _count(provenance: dict[str, Any], key: str) -> int:
+    value = provenance[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"field 'provenance.{key}' must be a count (an integer >= 0), got {_short(value)}")
+    return value
 
 
 def unit_map(x: Array, orientation: str) -> tuple[float, float]:
@@ -106,6 +155,17 @@ class Calibrator:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+    def _check_saved_params(self) -> None:
+        """ValueError naming the field when a saved parameter is of the wrong kind or unknown
+        (a calibrator file may say anything; subclasses add their own parameters)."""
+        if not isinstance(self.score, str) or not self.score:
+            raise ValueError(f"field 'params.score' must be a score name, got {_short(self.score)}")
+        if not isinstance(self.target, str) or self.target not in TARGETS:
+            raise ValueError(f"field 'params.target' must be one of {sorted(TARGETS)}, got {_short(self.target)}")
+        if self.higher_means is not None and self.higher_means not in _ORIENTATIONS:
+            raise ValueError(f"field 'params.higher_means' must be one of {_ORIENTATIONS} or null, "
+                             f"got {_short(self.higher_means)}")
 
     def _check_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
@@ -204,11 +264,18 @@ class Calibrator:
 
     @classmethod
     def _from_parts(cls, params: dict[str, Any], state: dict[str, Any], provenance: dict[str, Any]) -> Self:
+        unknown = sorted(set(params) - set(cls._param_names()))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(f'params.{u}' for u in map(str, unknown))}")
         obj = cls(**params)
-        obj.orientation_ = state["orientation"]
+        obj._check_saved_params()
+        orientation = state["orientation"]
+        if not isinstance(orientation, str) or orientation not in _ORIENTATIONS:
+            raise ValueError(f"field 'state.orientation' must be one of {_ORIENTATIONS}, got {_short(orientation)}")
+        obj.orientation_ = orientation
         obj._set_state(state)
-        obj.n_samples_ = int(provenance["n"])
-        obj.n_correct_ = int(provenance["n_correct"])
+        obj.n_samples_ = _count(provenance, "n")
+        obj.n_correct_ = _count(provenance, "n_correct")
         obj.fitted_at_ = str(provenance["date"])
         obj.fitter_ = str(provenance.get("fitter"))
         obj.fitted_on_ = _fitted_on(provenance.get("fitted_on"))
@@ -220,7 +287,9 @@ def _fitted_on(value: Any) -> frozenset[str] | None:
     them, or fitted without records) or made by another key scheme."""
     if value is None:
         return None
+    if not isinstance(value, dict):
+        raise ValueError(f"field 'provenance.fitted_on' must be an object or null, got {_short(value)}")
     keys = value["keys"]
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ValueError("provenance 'fitted_on' keys must be a list of strings")
+        raise ValueError("field 'provenance.fitted_on.keys' must be a list of strings")
     return frozenset(keys) if value.get("by") == RECORD_KEY_SCHEME else None

@@ -23,7 +23,14 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from steerunc.calibration_base import Array, CalibrationError, Calibrator, NotFittedError, unit_map
+from steerunc.calibration_base import (
+    Array,
+    CalibrationError,
+    Calibrator,
+    NotFittedError,
+    finite_number,
+    unit_map,
+)
 
 __all__ = ["BetaCalibrator", "PlattCalibrator", "TemperatureScaling", "softmax"]
 
@@ -133,7 +140,7 @@ class PlattCalibrator(Calibrator):
         return {"coef": self.coef_, "intercept": self.intercept_}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        self.coef_, self.intercept_ = float(state["coef"]), float(state["intercept"])
+        self.coef_, self.intercept_ = finite_number(state, "coef"), finite_number(state, "intercept")
 
 
 class BetaCalibrator(Calibrator):
@@ -187,8 +194,9 @@ class BetaCalibrator(Calibrator):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        self.a_, self.b_, self.c_ = float(state["a"]), float(state["b"]), float(state["c"])
-        self.unit_scale_, self.unit_shift_ = float(state["unit_scale"]), float(state["unit_shift"])
+        self.a_, self.b_ = finite_number(state, "a", low=0.0), finite_number(state, "b", low=0.0)
+        self.c_ = finite_number(state, "c")
+        self.unit_scale_, self.unit_shift_ = finite_number(state, "unit_scale"), finite_number(state, "unit_shift")
 
 
 def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
@@ -272,7 +280,7 @@ class TemperatureScaling(Calibrator):
         return {"temperature": self.temperature_}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        value = float(state["temperature"])
+        value = finite_number(state, "temperature")
         if not value > 0:
-            raise CalibrationError(f"temperature must be positive, got {value}")
+            raise CalibrationError(f"field 'state.temperature' must be positive, got {value}")
         self.temperature_ = value

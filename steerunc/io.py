@@ -1,7 +1,13 @@
 """JSONL reading and writing: line-numbered errors, nothing lost, atomic files.
 
 Reading never raises on a bad line: it yields a :class:`Line` whose ``error``
-says what is wrong, so every input line can become an output line.
+says what is wrong, so every input line can become an output line. Besides
+malformed JSON and bytes that are not UTF-8, a line is refused when it is
+longer than :data:`MAX_LINE_BYTES` (read in pieces, never held whole), nested
+deeper than :data:`MAX_DEPTH`, or holds a string that is not valid Unicode (a
+lone surrogate escape such as ``"\\ud800"``, which no UTF-8 file can hold). A
+UTF-8 byte order mark at the start of the file is skipped; blank lines are
+skipped and yield nothing, and line numbers count every physical line.
 """
 
 from __future__ import annotations
@@ -9,14 +15,34 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 from steerunc.errors import InputError
 
-__all__ = ["Line", "read_jsonl", "open_output", "atomic_write", "dumps"]
+__all__ = [
+    "Line",
+    "MAX_DEPTH",
+    "MAX_LINE_BYTES",
+    "read_jsonl",
+    "open_output",
+    "atomic_write",
+    "atomic_write_many",
+    "check_output_path",
+    "dumps",
+]
+
+#: the longest line read, in bytes without the line end (32 MiB); a longer line is an error line
+MAX_LINE_BYTES = 32 * 1024 * 1024
+#: the deepest nesting of JSON arrays and objects accepted in a line (a record needs 4)
+MAX_DEPTH = 64
+
+_BOM = b"\xef\xbb\xbf"
+#: a \\u escape in the surrogate range: only then can a decoded string hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
 @dataclass(frozen=True)
@@ -37,13 +63,67 @@ def _parse(number: int, raw: bytes) -> Line:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return Line(number, None, f"malformed JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return Line(number, None, f"JSON nested deeper than {MAX_DEPTH} levels")
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return Line(number, None, f"malformed JSON: {str(exc).split(';')[0]}")
     if not isinstance(data, dict):
         return Line(number, None, f"expected a JSON object, got {type(data).__name__}")
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    if deep or _SURROGATE_ESCAPE.search(raw):
+        problem = _structure_problem(data)
+        if problem is not None:
+            return Line(number, None, problem)
     return Line(number, data)
 
 
-def read_jsonl(path: str) -> Iterator[Line]:
-    """Yield every non-blank line of a JSONL file (``-`` is stdin).
+def _structure_problem(data: Any) -> str | None:
+    """Why a parsed line cannot be used (too deep, a string that is not valid Unicode), or None.
+
+    Iterative, so that no nesting depth can exhaust Python's stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"JSON nested deeper than {MAX_DEPTH} levels"
+            if isinstance(value, dict):
+                stack.extend((key, depth) for key in value)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                code = ord(value[exc.start])
+                return f"not valid Unicode: a lone surrogate \\u{code:04x} in a string"
+    return None
+
+
+def _physical_lines(stream: IO[bytes], limit: int) -> Iterator[bytes | None]:
+    """Each physical line without its line end; None for a line over ``limit`` bytes, which is
+    read in pieces and dropped, never held whole."""
+    while True:
+        raw = stream.readline(limit + 2)  # room for the line end: "\r\n"
+        if not raw:
+            return
+        if raw.endswith(b"\n") or len(raw) < limit + 2:
+            line = raw.rstrip(b"\r\n")
+            yield None if len(line) > limit else line
+            continue
+        while True:  # too long: skip to the end of the line
+            piece = stream.readline(1 << 20)
+            if not piece or piece.endswith(b"\n"):
+                break
+        yield None
+
+
+def read_jsonl(path: str, max_line_bytes: int | None = None) -> Iterator[Line]:
+    """Yield every non-blank line of a JSONL file (``-`` is stdin), numbered by physical line.
+
+    A UTF-8 byte order mark before the first line is skipped. A line longer than
+    ``max_line_bytes`` (default :data:`MAX_LINE_BYTES`) is an error line.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "x.jsonl")
@@ -61,14 +141,28 @@ def read_jsonl(path: str) -> Iterator[Line]:
             raise InputError("is a directory, expected a JSONL file", path=path)
         stream = open(path, "rb")
         close = True
+    limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
     try:
-        for number, raw in enumerate(stream, start=1):
+        for number, raw in enumerate(_physical_lines(stream, limit), start=1):
+            if raw is None:
+                yield Line(number, None, f"line longer than {_size(limit)}: not read")
+                continue
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
             if raw.strip() == b"":
                 continue
-            yield _parse(number, raw.rstrip(b"\r\n"))
+            yield _parse(number, raw)
     finally:
         if close:
             stream.close()
+
+
+def _size(n: int) -> str:
+    """``32 MiB``, ``1000 bytes``: a byte count as a person reads it."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
 
 
 def dumps(obj: dict[str, Any]) -> str:
@@ -106,6 +200,64 @@ def atomic_write(path: str, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write_many(paths: Sequence[str]) -> Iterator[list[IO[str]]]:
+    """Text files written together: each to a temporary file beside it, and all renamed into
+    place only once every one is written. On error every temporary file is removed and each
+    path is left as it was: all the outputs, or none."""
+    temps: list[str] = []
+    handles: list[IO[str]] = []
+    try:
+        for path in paths:
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+            temps.append(tmp)
+            handles.append(os.fdopen(fd, "w", encoding="utf-8"))
+        yield handles
+        for handle in handles:
+            handle.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        for tmp in temps:
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    except BaseException:
+        for handle in handles:
+            with contextlib.suppress(OSError):
+                handle.close()
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
+def check_output_path(path: str | None, what: str = "output", directory: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: InputError naming it.
+
+    A file output must not be a directory (a ``directory`` output must not be a
+    file); missing parent directories are created when writing, so the nearest
+    existing one must be a directory this process can write in. ``None`` and
+    ``-`` (stdout) pass.
+    """
+    if path is None or path == "-":
+        return
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{what} must be a directory, and this is a file", path=path)
+    if not directory and os.path.isdir(path):
+        raise InputError(f"is a directory: {what} must be a file", path=path)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write {what}: permission denied", path=path)
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise InputError(f"cannot write {what}: {ancestor} is a file, not a directory", path=path)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what}: directory {ancestor} is not writable", path=path)
 
 
 @contextlib.contextmanager

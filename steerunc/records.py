@@ -6,12 +6,17 @@ says what was expected and what came, and never lets a bad record through.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from steerunc.errors import InputError
 
-__all__ = ["Record", "ScoredRecord", "ErrorRecord", "record_from_json"]
+__all__ = ["MAX_OPTIONS", "Record", "ScoredRecord", "ErrorRecord", "id_of", "record_from_json"]
+
+#: most options one record may have (each multi-token option is a row of its own in the forward pass)
+MAX_OPTIONS = 256
 
 
 @dataclass
@@ -24,7 +29,7 @@ class Record:
     """
 
     text: str
-    id: str | None = None
+    id: str | int | None = None  # as in the input: a JSON string or integer
     options: list[str] | None = None
     label: str | None = None
     continuation: str | None = None
@@ -42,7 +47,7 @@ class Record:
 class ScoredRecord:
     """What ``Scorer`` returns for one record; ``to_json`` is the output line."""
 
-    id: str | None
+    id: str | int | None
     mode: str
     prediction: str | None
     probs: dict[str, float] | None
@@ -105,7 +110,7 @@ class ErrorRecord:
 
     line: int | None
     error: str
-    id: str | None = None
+    id: str | int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -116,14 +121,82 @@ class ErrorRecord:
         return out
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value (JSON's null, true, false for those), cut to ``limit`` characters: error
+    messages stay one short line."""
+    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    """A parsed value's JSON kind, for messages: 'true', 'the number 1.5', 'a list', 'an object', ..."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {_short(value, 30)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _unicode(value: str, name: str, line: int | None) -> str:
+    """``value`` unless it holds a lone surrogate (possible from Python, or from a ``\\ud800`` escape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"'{name}' is not valid Unicode: a lone surrogate \\u{ord(value[exc.start]):04x}", line=line
+        ) from None
+    return value
+
+
+def id_of(data: dict[str, Any], line: int | None = None) -> str | int | None:
+    """The record's ``id``, kept as its JSON type: a string or an integer (None when absent).
+
+    >>> id_of({"id": 7}), id_of({"id": "a"}), id_of({})
+    (7, 'a', None)
+    >>> id_of({"id": True})
+    Traceback (most recent call last):
+    ...
+    steerunc.errors.InputError: 'id' must be a string or an integer, got true
+    """
+    value = data.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(f"'id' must be a string or an integer, got {_json_type(value)}", line=line)
+    return _unicode(value, "id", line) if isinstance(value, str) else value
+
+
 def _string_list(value: Any, name: str, line: int | None) -> list[str]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",")]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise InputError(f"'{name}' must be a non-empty list of non-empty strings, got {value!r}", line=line)
+        raise InputError(f"'{name}' must be a non-empty list of non-empty strings, got {_short(value)}", line=line)
+    if len(value) > MAX_OPTIONS:
+        raise InputError(f"'{name}' has {len(value)} entries, at most {MAX_OPTIONS} are scored", line=line)
     if len(set(value)) != len(value):
-        raise InputError(f"'{name}' has duplicates: {value!r}", line=line)
-    return list(value)
+        raise InputError(f"'{name}' has duplicates: {_short(value)}", line=line)
+    return [_unicode(v, name, line) for v in value]
+
+
+def _human_probs(value: Any, options: list[str] | None, line: int | None) -> dict[str, float]:
+    """Annotators' distribution over the options: finite numbers in [0, 1] with a positive sum."""
+    if not isinstance(value, dict) or options is None or set(value) - set(options):
+        raise InputError(f"'human_probs' must map options {options} to probabilities", line=line)
+    probs: dict[str, float] = {}
+    for key, p in value.items():
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p <= 1:
+            raise InputError(
+                f"'human_probs'[{_short(key, 40)}] must be a probability (a number in [0, 1]), got {_short(p, 40)}",
+                line=line,
+            )
+        probs[key] = float(p)
+    if not probs or sum(probs.values()) <= 0:
+        raise InputError("'human_probs' must give some option a positive probability", line=line)
+    return probs
 
 
 def record_from_json(
@@ -138,8 +211,7 @@ def record_from_json(
     ...
     steerunc.errors.InputError: 'text' is empty
     """
-    raw_id = data.get("id")
-    rid = None if raw_id is None else str(raw_id)
+    rid = id_of(data, line)
     if "text" not in data:
         raise InputError("missing 'text'", line=line)
     text = data["text"]
@@ -147,9 +219,12 @@ def record_from_json(
         raise InputError(f"'text' must be a string, got {type(text).__name__}", line=line)
     if not text.strip():
         raise InputError("'text' is empty", line=line)
+    _unicode(text, "text", line)
     continuation = data.get("continuation")
     if continuation is not None and (not isinstance(continuation, str) or not continuation):
         raise InputError("'continuation' must be a non-empty string", line=line)
+    if continuation is not None:
+        _unicode(continuation, "continuation", line)
     options = data.get("options")
     if options is not None:
         options = _string_list(options, "options", line)
@@ -161,16 +236,16 @@ def record_from_json(
         raise InputError(f"'options' needs at least two distinct options, got {options!r}", line=line)
     label = data.get("label")
     if label is not None:
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise InputError(f"'label' must be a string, got {_json_type(label)}", line=line)
         label = str(label)
         if options is None:
             raise InputError(f"'label' {label!r} given but the record has no 'options'", line=line)
         if label not in options:
-            raise InputError(f"unknown label {label!r}: not one of the options {options}", line=line)
+            raise InputError(f"unknown label {_short(label)}: not one of the options {options}", line=line)
     human = data.get("human_probs")
     if human is not None:
-        if not isinstance(human, dict) or options is None or set(human) - set(options):
-            raise InputError(f"'human_probs' must map options {options} to probabilities", line=line)
-        human = {k: float(v) for k, v in human.items()}
+        human = _human_probs(human, options, line)
     return Record(
         text=text, id=rid, options=options, label=label, continuation=continuation,
         human_probs=human, line=line,

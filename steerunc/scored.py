@@ -256,7 +256,8 @@ def record_keys(records: Iterable[Mapping[str, Any]]) -> list[str]:
     of the sha256 of ``"id:" + id``, or of ``"content:" + sorted-key JSON`` for a record without an id.
 
     A record with a non-null ``id`` is keyed by its id, compared as text (``1``
-    and ``"1"`` are the same item: ``steerunc score`` writes every id as text);
+    and ``"1"`` are the same item: ``steerunc score`` keeps an id's JSON type,
+    and before it did it wrote every id as text);
     a record without one by its content, less the fields that depend on where it
     sits in a file (``line``) or what triage made of it (``triage``).
 

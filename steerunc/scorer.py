@@ -12,7 +12,12 @@ Three modes, chosen per record (docs/method.md):
   next-token distribution at the last position.
 
 Texts longer than the context are truncated from the left (the BOS token is
-kept) and the record says how many tokens were dropped in ``truncated``.
+kept) and the record says how many tokens were dropped in ``truncated``. Work
+per record is bounded by the context, not by the input: only the last
+``max_tokens * 16`` characters of a text are tokenized (more, four-fold at a
+time, while they give too few tokens), and then ``truncated`` counts the tokens
+dropped from those characters, a lower bound. An option or a continuation
+longer than that cannot fit and is refused unread.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ Result = ScoredRecord | ErrorRecord
 #: most view-logit values one chunk of per-token work holds ([positions, K+1, vocab]):
 #: 2**23 float32 values are 32 MiB, and fusing them needs about seven such tensors at once
 _CHUNK_VALUES = 1 << 23
+#: characters read per token of context before tokenizing (no tokenizer needs that many for a
+#: token on real text); and the tokens beyond the context that make a cut tail safe to use
+_CHARS_PER_TOKEN = 16
+_CUT_MARGIN = 64
 
 
 @dataclass(frozen=True)
@@ -148,23 +157,48 @@ class Scorer:
 
     # --------------------------------------------------------------- preparing
     def _encode(self, text: str, special: bool) -> list[int]:
-        return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
+        try:
+            return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
+        except Exception as exc:  # noqa: BLE001  (a tokenizer raises many kinds on text it cannot take)
+            raise InputError(f"the tokenizer cannot read this text: {str(exc).splitlines()[0][:200]}") from exc
+
+    def _encode_bounded(self, text: str, special: bool, keep_end: bool) -> tuple[list[int], bool]:
+        """Tokens of ``text`` read from at most about the context's worth of characters.
+
+        Reads the last (``keep_end``) or first ``max_tokens * 16`` characters,
+        four times more while they give no more tokens than the context plus a
+        margin. Returns the tokens and whether characters were left unread, which
+        happens only when those read already hold more tokens than fit."""
+        window = self.max_tokens * _CHARS_PER_TOKEN
+        while len(text) > window:
+            ids = self._encode(text[-window:] if keep_end else text[:window], special)
+            if len(ids) > self.max_tokens + _CUT_MARGIN:
+                return ids, True
+            window *= 4
+        return self._encode(text, special), False
+
+    def _encode_part(self, text: str, what: str) -> list[int]:
+        """Tokens of an option or continuation, which must fit whole."""
+        ids, cut = self._encode_bounded(text, special=False, keep_end=False)
+        if cut:
+            raise InputError(f"too long: {what} alone has more than {self.max_tokens} tokens, the limit")
+        return ids
 
     def _prepare(self, record: Record) -> _Prepared:
-        text_ids = self._encode(record.text, special=True)
+        text_ids, _ = self._encode_bounded(record.text, special=True, keep_end=True)
         n_special = 1 if self.model.prepends_bos and text_ids and text_ids[0] == self.model.bos_id else 0
         if len(text_ids) <= n_special:
             raise InputError("'text' has no tokens")
         if record.mode == "options":
             sep = "" if record.text[-1].isspace() else " "
-            option_ids = [self._encode(sep + option, special=False) for option in record.options or []]
+            option_ids = [self._encode_part(sep + option, "an option") for option in record.options or []]
             if any(not ids for ids in option_ids):
                 raise InputError("an option has no tokens")
             single = all(len(ids) == 1 for ids in option_ids)
             extra = 0 if single else max(len(ids) for ids in option_ids)
         elif record.mode == "continuation":
             option_ids, single = None, False
-            targets = self._encode(record.continuation or "", special=False)
+            targets = self._encode_part(record.continuation or "", "the continuation")
             if not targets:
                 raise InputError("'continuation' has no tokens")
             extra = len(targets)

@@ -8,8 +8,11 @@ split, so both option paths are exercised.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import hashlib
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -49,9 +52,41 @@ def _tokenizer_dir() -> str:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )
-    folder = tempfile.mkdtemp(prefix="steerunc-tiny-tokenizer-")
-    fast.save_pretrained(folder)
-    return folder
+    return _saved(fast)
+
+
+def _saved(fast: Any) -> str:
+    """Save the tokenizer once into the cache (``<cache>/tiny-tokenizer/<digest of its files>``) and
+    return that folder: later loads find it, and nothing is left behind per load. Where the cache
+    cannot be written, a temporary folder removed when the process exits."""
+    from steerunc.model import cache_dir
+
+    with tempfile.TemporaryDirectory(prefix="steerunc-tiny-tokenizer-") as tmp:
+        fast.save_pretrained(tmp)
+        digest = hashlib.sha256()
+        for name in sorted(os.listdir(tmp)):
+            digest.update(name.encode() + b"\0")
+            with open(os.path.join(tmp, name), "rb") as handle:
+                digest.update(handle.read())
+        folder = os.path.join(cache_dir(), "tiny-tokenizer", digest.hexdigest()[:16])
+        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            return folder
+        try:
+            os.makedirs(os.path.dirname(folder), exist_ok=True)
+            staging = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".staging-")
+            os.chmod(staging, 0o755)
+        except OSError:  # no writable cache: a temporary folder for this process only
+            fallback = tempfile.mkdtemp(prefix="steerunc-tiny-tokenizer-")
+            atexit.register(shutil.rmtree, fallback, ignore_errors=True)
+            fast.save_pretrained(fallback)
+            return fallback
+        for name in os.listdir(tmp):
+            shutil.copy2(os.path.join(tmp, name), staging)
+        try:
+            os.replace(staging, folder)  # atomic; another process may have won the race
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
 
 def tiny_random_model(seed: int = 0) -> tuple[Any, Any]:

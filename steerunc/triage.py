@@ -46,6 +46,41 @@ __all__ = [
 
 POLICY_KIND = "steerunc.triage_policy"
 _FORMAT = 1
+#: how a policy's threshold was chosen
+_MODES = ("threshold", "budget", "max_risk")
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that is finite (not a boolean, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _guarantee(value: Any, path: str | None) -> dict[str, Any] | None:
+    """A saved policy's ``guarantee`` (what --max-risk certified), checked field by field; None if absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InputError(f"policy field 'guarantee' must be an object or null, got {_short(value)}", path)
+    v: Any
+    for key in ("max_risk", "delta"):
+        v = value.get(key)
+        if not (_finite(v) and 0 < v < 1):
+            raise InputError(f"policy field 'guarantee.{key}' must be a number in (0, 1), got {_short(v)}", path)
+    for key in ("n_calibration", "n_accepted", "errors_accepted"):
+        v = value.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InputError(f"policy field 'guarantee.{key}' must be a count (an integer >= 0), got {_short(v)}", path)
+    bound: Any = value.get("risk_upper_bound")
+    if bound is not None and not (_finite(bound) and 0 <= bound <= 1):
+        raise InputError(
+            f"policy field 'guarantee.risk_upper_bound' must be a number in [0, 1] or null, got {_short(bound)}", path
+        )
+    return value
 
 
 def calibrated_confidence(
@@ -232,9 +267,9 @@ class Router:
 
     def save_policy(self, path: str) -> None:
         """Write :meth:`to_policy` atomically."""
-        text = json.dumps(self.to_policy(), indent=2, allow_nan=False)
+        text = self.policy_text()
         with atomic_write(path) as handle:
-            handle.write(text + "\n")
+            handle.write(text)
 
     @classmethod
     def from_policy(cls, policy: str | dict[str, Any]) -> Router:
@@ -254,23 +289,43 @@ class Router:
             hint = " (that is a calibrator: pass it as --calibrator)" if kind == "steerunc.calibrator" else ""
             raise InputError(f"not a triage policy (kind {kind!r}){hint}", path=path)
         threshold = data.get("threshold")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-            raise InputError(f"policy threshold must be a number or null, got {threshold!r}", path=path)
+        if threshold is not None and not _finite(threshold):
+            raise InputError(f"policy field 'threshold' must be a finite number or null, got {_short(threshold)}", path)
         tie = data.get("tie_threshold")  # absent in older policies: confidence >= threshold is accepted
-        if tie is not None and (isinstance(tie, bool) or not isinstance(tie, (int, float)) or threshold is None):
-            raise InputError(f"policy tie_threshold must be a number (with a threshold) or null, got {tie!r}", path)
+        if tie is not None and (not _finite(tie) or threshold is None):
+            raise InputError(
+                f"policy field 'tie_threshold' must be a finite number (with a threshold) or null, got {_short(tie)}",
+                path,
+            )
+        mode = data.get("mode", "threshold")
+        if not isinstance(mode, str) or mode not in _MODES:
+            raise InputError(f"policy field 'mode' must be one of {', '.join(_MODES)}, got {_short(mode)}", path)
+        budget = data.get("budget")
+        if budget is not None and not (_finite(budget) and 0 <= budget <= 1):
+            raise InputError(f"policy field 'budget' must be a number in [0, 1] or null, got {_short(budget)}", path)
+        source = data.get("source")
+        if source is not None and not isinstance(source, str):
+            raise InputError(f"policy field 'source' must be a string or null, got {_short(source)}", path)
+        guarantee = _guarantee(data.get("guarantee"), path)
         if "calibrator" not in data:
-            raise InputError("policy has no calibrator", path=path)
+            raise InputError("policy has no calibrator (field 'calibrator')", path=path)
         calibrator = calibrator_from_dict(data["calibrator"], path=path)
         return cls(
             calibrator,
             None if threshold is None else float(threshold),
-            mode=str(data.get("mode", "threshold")),
-            budget=data.get("budget"),
-            guarantee=data.get("guarantee"),
-            source=data.get("source"),
+            mode=mode,
+            budget=None if budget is None else float(budget),
+            guarantee=guarantee,
+            source=source,
             tie_threshold=None if tie is None else float(tie),
         )
+
+    def policy_text(self) -> str:
+        """:meth:`to_policy` as the JSON text :meth:`save_policy` writes (no NaN: InputError if any)."""
+        try:
+            return json.dumps(self.to_policy(), indent=2, allow_nan=False) + "\n"
+        except ValueError as exc:
+            raise InputError(f"the policy cannot be saved as JSON: {exc}") from exc
 
     # -- routing -----------------------------------------------------------------
     def _decide(self, confidence: float, raw: float | None = None) -> Decision:

@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -161,27 +162,90 @@ def load_vectors(path: str, model: LoadedModel | None = None) -> SteeringVectors
         raise VectorsError(f"{path}: not a steerunc vector file ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise VectorsError(f"{path}: not a steerunc vector file (format {meta.get('format')!r})")
-    try:
-        vectors = SteeringVectors(
-            names=json.loads(meta["perspectives"]),
-            vectors=tensor.float(),
-            layer=int(meta["layer"]),
-            model_id=meta["model_id"],
-            fingerprint=meta["model_fingerprint"],
-            resid_norm=float(meta["resid_norm"]),
-            n_pairs=json.loads(meta["n_pairs"]),
-            meta=meta,
-        )
-    except (KeyError, ValueError) as exc:
-        raise VectorsError(f"{path}: incomplete metadata ({exc})") from exc
-    if len(vectors.names) != vectors.vectors.shape[0]:
-        raise VectorsError(f"{path}: {len(vectors.names)} names for {vectors.vectors.shape[0]} vectors")
+    vectors = _from_file(path, meta, tensor)
     if model is not None:
         try:
             vectors.check_model(model)
         except VectorsError as exc:
             raise VectorsError(f"{path}: {exc}") from exc
     return vectors
+
+
+def _from_file(path: str, meta: dict[str, str], tensor: Tensor) -> SteeringVectors:
+    """Vectors from a file's metadata and tensor, every field checked for its meaning:
+    VectorsError naming the file and the field otherwise."""
+
+    def bad(name: str, why: str) -> VectorsError:
+        return VectorsError(f"{path}: field '{name}' {why}")
+
+    def get(name: str) -> str:
+        if name not in meta:
+            raise bad(name, "is missing (incomplete metadata)")
+        return meta[name]
+
+    def json_list(name: str) -> list[Any]:
+        try:
+            value = json.loads(get(name))
+        except (ValueError, RecursionError):
+            raise bad(name, f"is not JSON: {meta[name][:60]!r}") from None
+        if not isinstance(value, list):
+            raise bad(name, f"must be a JSON list, got {meta[name][:60]!r}")
+        return value
+
+    if tensor.dim() != 2:
+        raise bad("vectors", f"must be a 2-D tensor [K, d_model], got shape {list(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise bad("vectors", f"must hold floating-point numbers, got {tensor.dtype}")
+    k, width = tensor.shape
+    if k == 0 or width == 0:
+        raise bad("vectors", f"holds no vectors (shape {list(tensor.shape)})")
+    vectors = tensor.float()
+    if not bool(torch.isfinite(vectors).all()):
+        raise bad("vectors", "holds NaN or infinite values")
+    zero = [i for i, norm in enumerate(vectors.norm(dim=1).tolist()) if not norm > 0]
+    if zero:
+        raise bad("vectors", f"has zero vector(s) at row(s) {zero}: nothing to steer along")
+    names = json_list("perspectives")
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise bad("perspectives", "must be a list of non-empty names")
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise bad("perspectives", f"has duplicate names: {', '.join(dupes)}")
+    if len(names) != k:
+        raise VectorsError(f"{path}: {len(names)} names in 'perspectives' for {k} vectors")
+    n_pairs = json_list("n_pairs")
+    if len(n_pairs) != k or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in n_pairs):
+        raise bad("n_pairs", f"must list {k} pair counts (integers >= 0)")
+    if "norms" in meta:
+        norms = json_list("norms")
+        if len(norms) != k or not all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) and n >= 0 for n in norms
+        ):
+            raise bad("norms", f"must list {k} finite norms")
+    try:
+        layer = int(get("layer"))
+    except ValueError:
+        raise bad("layer", f"must be an integer, got {meta['layer'][:60]!r}") from None
+    if layer < 0:
+        raise bad("layer", f"must be >= 0, got {layer}")
+    if "d_model" in meta and meta["d_model"].strip() != str(width):
+        raise bad("d_model", f"says {meta['d_model'][:60]!r}, the vectors are {width} wide")
+    try:
+        resid_norm = float(get("resid_norm"))
+    except ValueError:
+        raise bad("resid_norm", f"must be a number, got {meta['resid_norm'][:60]!r}") from None
+    if not (math.isfinite(resid_norm) and resid_norm > 0):
+        raise bad("resid_norm", f"must be a positive finite number, got {resid_norm}")
+    return SteeringVectors(
+        names=names,
+        vectors=vectors,
+        layer=layer,
+        model_id=get("model_id"),
+        fingerprint=get("model_fingerprint"),
+        resid_norm=resid_norm,
+        n_pairs=n_pairs,
+        meta=meta,
+    )
 
 
 def read_pairs(path: str) -> list[Pair]:

@@ -104,7 +104,7 @@ def test_missing_file_and_bad_flag_exit_2_with_one_line(tmp_path: Path) -> None:
         one = _run(["score", str(ROOT / "examples" / "moderation.jsonl"), "--options", options, *TINY])
         assert one.exit_code == 2 and "--options" in one.stderr and "at least two distinct options" in one.stderr
     bad_model = _run(["score", str(ROOT / "examples" / "moderation.jsonl"), "--model", "no-such-model", "-q"])
-    assert bad_model.exit_code == 1 and "unknown model 'no-such-model'" in bad_model.stderr
+    assert bad_model.exit_code == 2 and "--model no-such-model: no such model directory" in bad_model.stderr
 
 
 def test_resume_finishes_without_redoing_or_duplicating(tmp_path: Path) -> None:

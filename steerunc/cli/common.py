@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
 from typing import Any, Callable, TypeVar
 
 import click
@@ -10,7 +12,16 @@ from rich.console import Console
 
 from steerunc.errors import InputError, SteeruncError
 
-__all__ = ["stderr", "translate_errors", "FileLevelError"]
+__all__ = [
+    "stderr",
+    "translate_errors",
+    "FileLevelError",
+    "MODEL_HELP",
+    "FINITE_FLOAT",
+    "FiniteFloatRange",
+    "check_model_arg",
+    "check_outputs",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,10 +29,83 @@ F = TypeVar("F", bound=Callable[..., Any])
 stderr = Console(stderr=True)
 
 
+def _model_help() -> str:
+    from steerunc.registry import BUILTIN_MODELS, DEFAULT_ALIAS, DEFAULT_TARGET
+
+    names = ", ".join(f"'{name}'" for name in BUILTIN_MODELS)
+    return (f"A built-in model ({names}; '{DEFAULT_ALIAS}' is '{DEFAULT_TARGET}'; see 'steerunc models') "
+            "or a local Hugging Face model directory.")
+
+
+#: the help of every --model option
+MODEL_HELP = _model_help()
+
+
 class FileLevelError(click.ClickException):
     """A missing or unreadable file, or a bad flag value: exit 2, like a usage error."""
 
     exit_code = 2
+
+
+class FiniteFloat(click.types.FloatParamType):
+    """A float flag that must be finite: click's FLOAT takes 'nan' and 'inf'."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range flag that must be finite: click's FloatRange takes 'nan' (it compares false with any bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+#: the type of every float flag
+FINITE_FLOAT = FiniteFloat()
+
+
+def check_model_arg(name: str) -> None:
+    """A --model that is not a built-in name must be a model directory with safetensors weights:
+    refused with one line (exit 2) before anything loads."""
+    from steerunc.errors import ModelError
+    from steerunc.model_dir import check_model_dir
+    from steerunc.registry import BUILTIN_MODELS, DEFAULT_ALIAS, builtin
+
+    if builtin(name) is not None:
+        return
+    if not os.path.isdir(name):
+        names = ", ".join([DEFAULT_ALIAS, *BUILTIN_MODELS])
+        raise FileLevelError(f"--model {name}: no such model directory, and not a built-in model ({names})")
+    try:
+        check_model_dir(name)
+    except ModelError as exc:
+        raise FileLevelError(str(exc)) from exc
+
+
+def check_outputs(*outputs: tuple[str | None, str]) -> None:
+    """Refuse, before any work, output paths that cannot be written or that name one file twice
+    (exit 2): ``(path, flag)`` pairs, None and ``-`` skipped."""
+    from steerunc.io import check_output_path
+
+    seen: dict[str, str] = {}
+    for path, flag in outputs:
+        if path is None or path == "-":
+            continue
+        try:
+            check_output_path(path, flag)
+        except InputError as exc:
+            raise FileLevelError(str(exc)) from exc
+        key = os.path.realpath(path)
+        if key in seen:
+            raise click.UsageError(f"{seen[key]} and {flag} name the same file {path}: give each its own")
+        seen[key] = flag
 
 
 def translate_errors(func: F) -> F:

@@ -25,10 +25,10 @@ from steerunc.calibration import (
     make_calibrator,
     save_calibrator,
 )
-from steerunc.cli.common import FileLevelError, stderr, translate_errors
+from steerunc.cli.common import FileLevelError, FiniteFloatRange, check_outputs, stderr, translate_errors
 from steerunc.cli.judge_report import evaluation_tables, triage_summary
 from steerunc.errors import InputError
-from steerunc.io import atomic_write, dumps
+from steerunc.io import atomic_write, atomic_write_many, check_output_path, dumps
 from steerunc.metrics import ece
 from steerunc.scored import TARGETS, ScoredFile, logits_matrix, read_scored, record_keys, score_names, score_of
 from steerunc.triage import (
@@ -100,6 +100,7 @@ def calibrate(
     Records without 'label' or 'correct', error records and continuation
     records are skipped and counted.
     """
+    check_outputs((output, "-o/--output"))
     scored = read_scored(scored_path)
     tgt = TARGETS[target]
     records, correct, unlabelled = scored.labelled(tgt)
@@ -191,6 +192,11 @@ def evaluate(
     AURC, PRR, selective accuracy) for every score in a scored file."""
     from steerunc.evaluation import evaluate as run_evaluation
 
+    if out_dir is not None:
+        try:
+            check_output_path(out_dir, "--out", directory=True)
+        except InputError as exc:
+            raise FileLevelError(str(exc)) from exc
     calibrators = [(path, load_calibrator(path)) for path in calibrator_paths]
     scored = read_scored(scored_path)
     result = run_evaluation(
@@ -246,17 +252,17 @@ def _write_evaluation(result: Any, out_dir: str, bins: int) -> list[str]:
 @click.option("--calibrator", "-c", "calibrator_path", metavar="CAL.json", help="Calibrator from `steerunc calibrate`.")
 @click.option(
     "--budget",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     help="Send this share of the records (rounded down) to review; ties in confidence go by the raw score.",
 )
 @click.option(
     "--max-risk",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
     help="Keep the error rate of accepted records at most this, with probability >= 1 - delta.",
 )
 @click.option(
     "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
     default=0.1,
     show_default=True,
     help="Allowed probability that the --max-risk guarantee fails.",
@@ -293,7 +299,9 @@ def triage(
     apply a saved --policy. --max-risk needs three disjoint parts: labelled
     records that fit the calibrator, labelled records that choose the threshold,
     and the records the policy is applied to; it refuses threshold records the
-    calibrator was fitted on.
+    calibrator was fitted on. Nothing is written unless everything can be: the
+    records, the policy and every output are checked first, and the output files
+    are renamed into place together.
     """
     modes = [
         name
@@ -308,8 +316,7 @@ def triage(
         raise click.UsageError(f"{modes[0]} needs --calibrator CAL.json")
     if calibration_data is not None and max_risk is None:
         raise click.UsageError("--calibration-data is only used with --max-risk")
-    if os.path.abspath(accept_out) == os.path.abspath(review_out):
-        raise click.UsageError("--accept-out and --review-out must be different files")
+    check_outputs((accept_out, "--accept-out"), (review_out, "--review-out"), (policy_out, "--policy-out"))
 
     scored = read_scored(scored_path)
     decisions: list[Decision] | None = None  # a budget router decides while it is chosen
@@ -327,15 +334,18 @@ def triage(
     scored.labelled(TARGETS[router.calibrator.target])  # a bad label stops here, before anything is written
     if decisions is None:
         decisions = router.route_many([ln.data for ln in scored.lines], scored_path)
+    policy_text = router.policy_text() if policy_out is not None else None  # fails here, before any write
+    summary = triage_summary(scored, router, decisions, accept_out, review_out, policy_out, policy_path)
     warning = confidence_warning([d.confidence for d in decisions if d.confidence is not None], router.calibrator)
     if warning:
         stderr.print(warning, highlight=False, soft_wrap=True)
-    with atomic_write(accept_out) as accept, atomic_write(review_out) as review:
+    paths = [accept_out, review_out] + ([policy_out] if policy_out is not None else [])
+    with atomic_write_many(paths) as handles:
+        accept, review = handles[0], handles[1]
         for ln, decision in zip(scored.lines, decisions):
             (accept if decision.accepted else review).write(dumps(decision.annotate(ln.data, ln.number)) + "\n")
-    if policy_out is not None:
-        router.save_policy(policy_out)
-    summary = triage_summary(scored, router, decisions, accept_out, review_out, policy_out, policy_path)
+        if policy_text is not None:
+            handles[2].write(policy_text)
     if as_json:
         click.echo(json.dumps(_jsonable(summary["json"]), indent=2))
     stderr.print(summary["text"], highlight=False)

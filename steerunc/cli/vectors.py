@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from steerunc.cli.common import setup_logging, stderr, translate_errors
+from steerunc.cli.common import MODEL_HELP, check_model_arg, check_outputs, setup_logging, stderr, translate_errors
 
 __all__ = ["COMMANDS", "vectors"]
 
@@ -20,7 +20,7 @@ def vectors() -> None:
 @vectors.command()
 @click.argument("pairs_path", metavar="PAIRS", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write VECS.safetensors.")
-@click.option("--model", default="default", show_default=True, help="'default', 'tiny-random' or a local model directory.")
+@click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.option("--layer", type=int, help="Block whose output is read (default: the second-to-last block).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -48,6 +48,8 @@ def build(
     contrast (or each different answer another perspective gave to the same
     text). See docs/perspectives.md.
     """
+    check_outputs((output, "-o/--output"))
+    check_model_arg(model)
     setup_logging(quiet)
     from rich.progress import Progress
 
