@@ -72,7 +72,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="suffix of the run name")
     parser.add_argument("--reuse-scored", action="store_true",
                         help="keep scored files of an earlier run with these settings (one line per record) and only "
-                             "re-judge them; their timings are reported as null")
+                             "re-judge them; their scoring timings are taken from that run's JSON (null if none)")
     args = parser.parse_args(argv)
     args.datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
     if not args.datasets or set(args.datasets) - set(DATASETS):
@@ -153,6 +153,10 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         for method in args.methods:
             files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
     timings: dict[str, float | None] = {}
+    earlier: dict[str, float] = {}  # --reuse-scored: the scoring timings of the run that wrote the files
+    if args.reuse_scored and os.path.exists(os.path.join(args.out, f"{name}.json")):
+        with open(os.path.join(args.out, f"{name}.json"), encoding="utf-8") as handle:
+            earlier = json.load(handle).get("timings_s", {})
 
     if model is None:
         tick = time.perf_counter()
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         for split in ("cal", "eval"):
             out = files[f"{method}_{split}"]
             if args.reuse_scored and _complete(out, len(records[split])):
-                timings[f"score_{method}_{split}"] = None
+                timings[f"score_{method}_{split}"] = earlier.get(f"score_{method}_{split}")
                 print(f"[{name}] {method}/{split}: reusing {out}", file=sys.stderr)
                 continue
             if method == "prompt":
