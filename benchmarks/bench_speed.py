@@ -148,12 +148,12 @@ def option_ids(model: LoadedModel) -> list[int]:
     return [i[0] for i in ids]
 
 
-def scorer_logprobs(record: ScoredRecord, names: list[str], tau: float) -> torch.Tensor:
-    """[K+1, C] option log-probs at temperature 1 from a record's tempered view probabilities:
-    tau · log p_tau = z − const, so a log_softmax of it gives back log_softmax(z)."""
+def scorer_logprobs(record: ScoredRecord, names: list[str]) -> torch.Tensor:
+    """[K+1, C] option log-probs at temperature 1 from a record's view probabilities (which
+    steerunc outputs at temperature 1; renormalised over the options)."""
     rows = [record.base_probs or {}] + [record.views[name]["probs"] for name in names]
     table = torch.tensor([[row[o] for o in OPTIONS] for row in rows], dtype=torch.float64)
-    return torch.log_softmax(tau * table.log(), dim=-1)
+    return torch.log_softmax(table.log(), dim=-1)
 
 
 def timed(model: LoadedModel, fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     a, b, c = (statistics.median(wall[n]) for n in ("sequential", "steerunc", "plain"))
 
     reference = outputs["sequential"]  # [n, K+1, C]
-    ours = torch.stack([scorer_logprobs(rec, scorer.names, config.fusion.tau) for rec in outputs["steerunc"]])
+    ours = torch.stack([scorer_logprobs(rec, scorer.names) for rec in outputs["steerunc"]])
     max_abs_diff = float((ours - reference).abs().max())
     plain_lp = torch.log_softmax(outputs["plain"][:, opts].double().cpu(), dim=-1)
     plain_diff = float((plain_lp - reference[:, 0]).abs().max())
