@@ -239,9 +239,10 @@ def check_output_path(path: str | None, what: str = "output", directory: bool = 
     """Refuse, before any work, an output path that cannot be written: InputError naming it.
 
     A file output must not be a directory (a ``directory`` output must not be a
-    file); missing parent directories are created when writing, so the nearest
-    existing one must be a directory this process can write in. ``None`` and
-    ``-`` (stdout) pass.
+    file), and the folder it goes in must exist and be writable: a typo in a
+    parent folder is refused rather than created (a ``directory`` output is
+    created when missing, inside an existing parent). ``None`` and ``-``
+    (stdout) pass.
     """
     if path is None or path == "-":
         return
@@ -252,8 +253,8 @@ def check_output_path(path: str | None, what: str = "output", directory: bool = 
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise InputError(f"cannot write {what}: permission denied", path=path)
     ancestor = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
-        ancestor = os.path.dirname(ancestor)
+    if not os.path.exists(ancestor):
+        raise InputError(f"cannot write {what}: its folder {ancestor} does not exist", path=path)
     if not os.path.isdir(ancestor):
         raise InputError(f"cannot write {what}: {ancestor} is a file, not a directory", path=path)
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -442,9 +442,10 @@ def test_unusable_output_paths_are_refused_before_any_work(
     folder.mkdir()
     plain.write_text("")
     records = write_lines(tmp_path / "in.jsonl", [good(1)])
-    for output in (folder, plain / "out.jsonl"):
+    for output in (folder, plain / "out.jsonl", tmp_path / "no-such-folder" / "out.jsonl"):
         result = score(records, vecs, "-o", output)
         assert result.exit_code == 2 and str(output) in result.stderr.strip().splitlines()[-1]
+    assert "does not exist" in score(records, vecs, "-o", tmp_path / "typo" / "out.jsonl").stderr
     assert loads == []  # the model was never loaded
     same = score(records, vecs, "-o", records)
     assert same.exit_code == 2 and "is the input file" in same.stderr and loads == []
