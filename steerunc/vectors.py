@@ -31,6 +31,7 @@ __all__ = [
     "Pair",
     "SteeringVectors",
     "read_pairs",
+    "read_expectations",
     "build_vectors",
     "load_vectors",
     "default_vectors",
@@ -68,6 +69,14 @@ class SteeringVectors:
     @property
     def d_model(self) -> int:
         return int(self.vectors.shape[1])
+
+    @property
+    def expectations(self) -> dict[str, str]:
+        """The option each perspective should make more likely on its probe, as declared by the
+        ``expect`` fields of the file the vectors were built from (``steerunc vectors check``);
+        perspectives without one are absent."""
+        raw = self.meta.get("expect")
+        return dict(json.loads(raw)) if raw else {}
 
     @property
     def norms(self) -> list[float]:
@@ -222,6 +231,15 @@ def _from_file(path: str, meta: dict[str, str], tensor: Tensor) -> SteeringVecto
             isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) and n >= 0 for n in norms
         ):
             raise bad("norms", f"must list {k} finite norms")
+    if "expect" in meta:
+        try:
+            expect = json.loads(meta["expect"])
+        except (ValueError, RecursionError):
+            raise bad("expect", f"is not JSON: {meta['expect'][:60]!r}") from None
+        if not isinstance(expect, dict) or not all(
+            isinstance(k, str) and k in names and isinstance(v, str) and v.strip() for k, v in expect.items()
+        ):
+            raise bad("expect", "must map perspective names to option names")
     try:
         layer = int(get("layer"))
     except ValueError:
@@ -262,6 +280,35 @@ def read_pairs(path: str) -> list[Pair]:
     if not pairs:
         raise InputError("no pairs in file", path=path)
     return pairs
+
+
+def read_expectations(path: str) -> dict[str, str]:
+    """The optional ``expect`` field of a pairs or annotations file: perspective -> the option
+    that perspective should make more likely on its probe (``steerunc vectors check``).
+
+    A perspective may declare it on any of its lines (on one, or on all); lines of one
+    perspective that declare different options are an error. Files without the field give {}.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for line in read_jsonl(path):
+        if line.error is not None:
+            raise InputError(line.error, path=path, line=line.number)
+        data = line.data or {}
+        if "expect" not in data or data["expect"] is None:
+            continue
+        name, option = data.get("perspective"), data["expect"]
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("'expect' given on a line without a 'perspective'", path=path, line=line.number)
+        if not isinstance(option, str) or not option.strip():
+            raise InputError(f"'expect' must be an option name (a non-empty string), got {option!r}",
+                             path=path, line=line.number)
+        if name in found and found[name][0] != option:
+            raise InputError(
+                f"perspective {name!r} expects {option!r} here but {found[name][0]!r} on line {found[name][1]}",
+                path=path, line=line.number,
+            )
+        found.setdefault(name, (option, line.number))
+    return {name: option for name, (option, _) in found.items()}
 
 
 def _default_pairs_path() -> str:
@@ -365,19 +412,60 @@ def build_vectors(
     )
 
 
+def _pairs_digest(pairs: list[Pair]) -> str:
+    """Identifies a perspective set by its pairs only: other fields (``expect``) and the file's
+    layout can change without invalidating vectors built from it."""
+    content = json.dumps([[p.perspective, p.positive, p.negative] for p in pairs], ensure_ascii=False)
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
+
+
+def shipped_vectors_path(model_id: str, layer: int) -> str:
+    """Where the package keeps pre-built default vectors for a built-in model (they may be absent)."""
+    return str(resources.files("steerunc") / "data" / "vectors" / f"{model_id}-L{layer}.safetensors")
+
+
+def _shipped(model: LoadedModel, layer: int, digest: str) -> SteeringVectors | None:
+    """The pre-built default vectors in the package, if they were built from these pairs on this
+    very model (same fingerprint) at this layer; else None, and they are built."""
+    path = shipped_vectors_path(model.model_id, layer)
+    if not os.path.isfile(path):
+        return None
+    try:
+        vectors = load_vectors(path, model)
+    except VectorsError as exc:
+        log.info("not using the shipped vectors %s: %s", path, exc)
+        return None
+    if vectors.layer != layer or vectors.meta.get("pairs") != "steerunc default perspectives " + digest:
+        log.info("not using the shipped vectors %s: built from another perspective set", path)
+        return None
+    return vectors
+
+
 def default_vectors(model: LoadedModel, layer: int | None = None) -> SteeringVectors:
-    """Vectors from the shipped perspective set, built on first use and cached."""
+    """Vectors from the shipped perspective set: the package's pre-built copy when it fits this
+    model, else built on first use; cached either way."""
     layer = model.default_layer if layer is None else layer
     path = _default_pairs_path()
-    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:12]
+    pairs = read_pairs(path)
+    digest = _pairs_digest(pairs)
+    expect = read_expectations(path)
     cached = os.path.join(cache_dir(), "vectors", f"{model.fingerprint}-L{layer}-{digest}.safetensors")
+    vectors = None
     if os.path.isfile(cached):
         try:
-            return load_vectors(cached, model)
+            vectors = load_vectors(cached, model)
         except VectorsError:
             log.warning("ignoring unreadable cached vectors %s; rebuilding", cached)
-    log.info("Building the default perspective vectors for %s at layer %d (once).", model.model_id, layer)
-    vectors = build_vectors(model, read_pairs(path), layer=layer)
-    vectors.meta["pairs"] = "steerunc default perspectives " + digest
-    vectors.save(cached)
+    if vectors is None:
+        vectors = _shipped(model, layer, digest)
+        if vectors is None:
+            log.info("Building the default perspective vectors for %s at layer %d (once).", model.model_id, layer)
+            vectors = build_vectors(model, pairs, layer=layer)
+            vectors.meta["pairs"] = "steerunc default perspectives " + digest
+        vectors.save(cached)
+    # the declared expectations are read from the pairs file each time: they may change
+    # without changing the vectors
+    vectors.meta.pop("expect", None)
+    if expect:
+        vectors.meta["expect"] = json.dumps(expect)
     return vectors

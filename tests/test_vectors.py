@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,89 @@ def test_centring_one_vector_is_refused(tiny: Any) -> None:
     assert one.mean_cosine() is None
     with pytest.raises(VectorsError, match="at least 2 perspectives"):
         one.centered()
+
+
+def test_expect_fields_are_optional_read_once_per_perspective_and_checked(tmp_path: Path) -> None:
+    from steerunc.vectors import read_expectations
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {"perspective": "a", "positive": "x y", "negative": "y", "expect": "Yes"},
+        {"perspective": "a", "positive": "x z", "negative": "z"},
+        {"perspective": "a", "positive": "x w", "negative": "w", "expect": "Yes"},
+        {"perspective": "b", "positive": "q y", "negative": "y"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_expectations(str(path)) == {"a": "Yes"}
+    assert [p.perspective for p in read_pairs(str(path))] == ["a", "a", "a", "b"]  # the field changes no pair
+    for bad, message in (
+        ({"perspective": "a", "positive": "x", "negative": "v", "expect": "No"}, r":5: perspective 'a' expects 'No' here but 'Yes' on line 1"),
+        ({"perspective": "a", "positive": "x", "negative": "v", "expect": ""}, ":5: 'expect' must be an option name"),
+        ({"perspective": "a", "positive": "x", "negative": "v", "expect": ["Yes"]}, ":5: 'expect' must be an option name"),
+        ({"positive": "x", "negative": "v", "expect": "Yes"}, ":5: 'expect' given on a line without a 'perspective'"),
+    ):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows + [bad]))
+        with pytest.raises(InputError, match=message):
+            read_expectations(str(path))
+
+
+def test_the_shipped_perspectives_declare_what_they_favour_on_an_offensiveness_probe() -> None:
+    from steerunc.vectors import _default_pairs_path, read_expectations
+
+    assert read_expectations(_default_pairs_path()) == {
+        "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes", "legal_expert": "No",
+    }
+
+
+def test_default_vectors_carry_the_declared_expectations(tiny_vectors: Any) -> None:
+    assert tiny_vectors.expectations == {
+        "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes", "legal_expert": "No",
+    }
+
+
+def test_a_stored_expect_field_is_checked_on_load(tiny: Any, tmp_path: Path) -> None:
+    built = build_vectors(tiny, PAIRS, layer=1)
+    path = str(tmp_path / "v.safetensors")
+    built.meta["expect"] = json.dumps({"kind": "No"})
+    built.save(path)
+    assert load_vectors(path).expectations == {"kind": "No"}
+    for bad in ('{"nobody": "No"}', '["No"]', '{"kind": 1}', "not json"):
+        built.meta["expect"] = bad
+        built.save(path)
+        with pytest.raises(VectorsError, match="field 'expect'"):
+            load_vectors(path)
+
+
+def test_shipped_default_vectors_are_used_only_when_they_fit(tiny: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """Pre-built vectors in the package save building them (minutes on a real model), but only
+    when they were built from the same pairs on the same weights at the same layer."""
+    import steerunc.vectors as vec
+
+    built = vec.default_vectors(tiny)
+    shipped = tmp_path / "shipped.safetensors"
+    built.save(str(shipped))
+    monkeypatch.setattr(vec, "shipped_vectors_path", lambda model_id, layer: str(shipped))
+    monkeypatch.setenv("STEERUNC_CACHE_DIR", str(tmp_path / "empty-cache"))
+
+    def no_build(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("built although the shipped vectors fit")
+
+    monkeypatch.setattr(vec, "build_vectors", no_build)
+    again = vec.default_vectors(tiny)
+    assert torch.equal(again.vectors, built.vectors) and again.expectations == built.expectations
+    assert os.listdir(tmp_path / "empty-cache" / "vectors")  # copied into the cache
+
+    # built from other pairs: ignored, so the vectors are built
+    other = replace(built, meta={"pairs": "steerunc default perspectives 000000000000"})
+    other.save(str(shipped))
+    monkeypatch.setenv("STEERUNC_CACHE_DIR", str(tmp_path / "cache-2"))
+    with pytest.raises(AssertionError, match="built although"):
+        vec.default_vectors(tiny)
+
+
+def test_the_default_set_digest_ignores_fields_other_than_the_pairs() -> None:
+    from steerunc.vectors import Pair, _pairs_digest
+
+    pairs = [Pair("a", "I think so. x", "x"), Pair("b", "I doubt it. x", "x")]
+    assert _pairs_digest(pairs) == _pairs_digest(list(pairs))
+    assert _pairs_digest(pairs) != _pairs_digest([Pair("a", "I think so. y", "y"), pairs[1]])
