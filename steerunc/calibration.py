@@ -11,7 +11,12 @@ histogram    mean correctness in equal-mass (or equal-width) score bins   NumPy
 platt        sigmoid(a x + b), Platt's targets                            scikit-learn
 beta         sigmoid(a ln z - b ln(1 - z) + c)                            netcal, checked
 temperature  max softmax(logits / T)                                      netcal, checked
+combined     sigmoid(w . z + b) over several scores z, L2; ``monotone``: w>=0 scikit-learn / scipy
 ============ ============================================================ ==================
+
+``make_calibrator("logistic", scores=[...])`` (or ``"monotone"``) combines
+several scores (:mod:`steerunc.calibration_combined`); ``"logistic"`` with one
+score is Platt scaling.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -26,6 +31,7 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,6 +48,7 @@ from steerunc.calibration_base import (
     finite_number,
     unit_map,
 )
+from steerunc.calibration_combined import CombinedCalibrator
 from steerunc.calibration_scaling import BetaCalibrator, PlattCalibrator, TemperatureScaling
 from steerunc.errors import InputError
 from steerunc.io import atomic_write
@@ -49,8 +56,10 @@ from steerunc.io import atomic_write
 __all__ = [
     "METHODS",
     "BetaCalibrator",
+    "COMBINED_METHODS",
     "CalibrationError",
     "Calibrator",
+    "CombinedCalibrator",
     "HistogramBinning",
     "IsotonicCalibrator",
     "NotFittedError",
@@ -185,21 +194,49 @@ class HistogramBinning(Calibrator):
 #: method name -> calibrator class
 METHODS: dict[str, type[Calibrator]] = {
     cls.method: cls
-    for cls in (IsotonicCalibrator, HistogramBinning, PlattCalibrator, BetaCalibrator, TemperatureScaling)
+    for cls in (
+        IsotonicCalibrator,
+        HistogramBinning,
+        PlattCalibrator,
+        BetaCalibrator,
+        TemperatureScaling,
+        CombinedCalibrator,
+    )
 }
 _ALIASES = {"logistic": "platt", "histogram_binning": "histogram", "temperature_scaling": "temperature"}
+#: methods that combine several scores: name -> monotone
+COMBINED_METHODS: dict[str, bool] = {"logistic": False, "monotone": True}
 
 
 def make_calibrator(
-    method: str, score: str = "mutual_info", *, target: str = "fused", higher_means: str | None = None, **params: Any
+    method: str,
+    score: str = "mutual_info",
+    *,
+    target: str = "fused",
+    higher_means: str | None = None,
+    scores: Sequence[str] | None = None,
+    **params: Any,
 ) -> Calibrator:
     """An unfitted calibrator. ``higher_means`` defaults by score name ("confident" for the
     pseudo-scores fused_confidence/base_confidence, else "uncertain"). Temperature scaling
-    ignores ``score`` and ``higher_means``: it works on the option logits.
+    ignores ``score`` and ``higher_means``: it works on the option logits. With ``scores``
+    (several names), ``"logistic"`` or ``"monotone"`` combines them into one confidence
+    (:class:`~steerunc.calibration_combined.CombinedCalibrator`); ``"monotone"`` also takes one.
 
     >>> make_calibrator("logistic", "entropy")
     PlattCalibrator(score='entropy', target='fused', higher_means=None)
+    >>> make_calibrator("monotone", scores=["msp", "flip_rate"]).label
+    'msp+flip_rate@monotone'
     """
+    if method == "monotone" or (scores is not None and len(scores) > 1):
+        if method not in COMBINED_METHODS:
+            raise ValueError(
+                f"several scores combine with method 'logistic' or 'monotone', not {method!r}"
+            )
+        names = list(scores) if scores is not None else [score]
+        return CombinedCalibrator(names, target=target, monotone=COMBINED_METHODS[method], **params)
+    if scores is not None:
+        (score,) = scores
     name = _ALIASES.get(method, method)
     if name not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")

@@ -28,6 +28,8 @@ __all__ = [
     "NotFittedError",
     "finite_array",
     "finite_number",
+    "fitted_on_from_json",
+    "fitted_on_to_json",
     "unit_map",
 ]
 
@@ -117,6 +119,11 @@ class Calibrator:
     #: keys (:func:`steerunc.scored.record_keys`) of the records fitted on; None when not known. ``fit``
     #: sees only arrays, so it resets this to None; whoever holds the records sets it (``steerunc calibrate`` does)
     fitted_on_: frozenset[str] | None = None
+    #: the scoring settings (the records' ``provenance``) of the records fitted on; None when not known
+    scoring_: dict[str, Any] | None = None
+    #: the option prior (:meth:`steerunc.option_prior.OptionPrior.reference`) the records were corrected by
+    #: before fitting; None when none was
+    prior_: dict[str, Any] | None = None
     #: "score": 1-D scores; "logits": an (n, C) matrix of option logits
     input_kind: ClassVar[str] = "score"
 
@@ -151,6 +158,11 @@ class Calibrator:
         from sklearn.utils import Tags, TargetTags
 
         return Tags(estimator_type=None, target_tags=TargetTags(required=True))
+
+    @property
+    def label(self) -> str:
+        """How reports name this calibrator's confidence: ``score@method`` (``mutual_info@isotonic``)."""
+        return f"{self.score}@{self.method}"
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -217,6 +229,8 @@ class Calibrator:
         self.n_correct_ = int(n_correct)
         self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
         self.fitted_on_ = None
+        self.scoring_ = None
+        self.prior_ = None
 
     def predict(self, score: ArrayLike) -> Array:
         """Calibrated confidence P(correct) in [0, 1], one per score."""
@@ -256,9 +270,9 @@ class Calibrator:
                 "steerunc_version": __version__,
                 "fitter": getattr(self, "fitter_", None),
                 "source": source,
-                "fitted_on": None
-                if self.fitted_on_ is None
-                else {"by": RECORD_KEY_SCHEME, "n": len(self.fitted_on_), "keys": sorted(self.fitted_on_)},
+                "fitted_on": fitted_on_to_json(self.fitted_on_),
+                "scoring": self.scoring_,
+                "prior": self.prior_,
             },
         }
 
@@ -278,11 +292,25 @@ class Calibrator:
         obj.n_correct_ = _count(provenance, "n_correct")
         obj.fitted_at_ = str(provenance["date"])
         obj.fitter_ = str(provenance.get("fitter"))
-        obj.fitted_on_ = _fitted_on(provenance.get("fitted_on"))
+        obj.fitted_on_ = fitted_on_from_json(provenance.get("fitted_on"))
+        obj.scoring_ = _object_or_none(provenance, "scoring")
+        obj.prior_ = _object_or_none(provenance, "prior")
         return obj
 
 
-def _fitted_on(value: Any) -> frozenset[str] | None:
+def _object_or_none(provenance: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = provenance.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"field 'provenance.{key}' must be an object or null, got {_short(value)}")
+    return None if value is None else dict(value)
+
+
+def fitted_on_to_json(keys: frozenset[str] | None) -> dict[str, Any] | None:
+    """The ``fitted_on`` provenance field: the key scheme, the count and the sorted keys (None: not known)."""
+    return None if keys is None else {"by": RECORD_KEY_SCHEME, "n": len(keys), "keys": sorted(keys)}
+
+
+def fitted_on_from_json(value: Any) -> frozenset[str] | None:
     """The record keys a saved calibrator was fitted on; None when absent (saved before steerunc kept
     them, or fitted without records) or made by another key scheme."""
     if value is None:

@@ -22,6 +22,18 @@ The records evaluated are those labelled for the target. A row judged
 against the other prediction needs that prediction's correctness on every one
 of them; where a record lacks it, the row is left out (``left_out`` in the
 report says why).
+
+With an option ``prior`` (:mod:`steerunc.option_prior`) every record is
+corrected first: the prior's target is then named ``base+prior`` (or
+``fused+prior``) wherever the report names a prediction, and ``prior`` in the
+report gives its accuracy before and after on the evaluated records.
+
+Metrics on records a calibrator or the prior was fitted on are optimistic:
+``evaluate`` refuses them (InputError naming both files and the overlap)
+unless ``in_sample=True``, which labels the report (``in_sample``). A
+calibrator or prior made for records scored with other settings is refused
+(:func:`steerunc.provenance.check_settings`); ``notes`` holds what could not
+be checked.
 """
 
 from __future__ import annotations
@@ -35,10 +47,22 @@ from numpy.typing import NDArray
 
 from steerunc import __version__
 from steerunc.calibration import Calibrator
+from steerunc.confidence import calibrated_confidence
 from steerunc.errors import InputError
 from steerunc.metrics import compute_metrics, js_distance, kl_divergence
-from steerunc.scored import TARGETS, ScoredFile, correctness, distribution, orientation_of, score_names, score_of
-from steerunc.triage import calibrated_confidence
+from steerunc.option_prior import OptionPrior
+from steerunc.provenance import check_settings, overlap
+from steerunc.scored import (
+    TARGETS,
+    ScoredFile,
+    correctness,
+    distribution,
+    orientation_of,
+    score_names,
+    score_of,
+    scoring_provenance,
+)
+from steerunc.option_prior import prior_mismatch
 
 __all__ = ["JUDGED_AGAINST", "RAW_CONFIDENCE", "Evaluation", "Row", "evaluate", "judged_against"]
 
@@ -93,6 +117,78 @@ class Evaluation:
     rows: list[Row]
     correct: Array
     settings: dict[str, Any] = field(default_factory=dict)
+    #: warnings and notes for the user (settings that could not be checked, a steerunc version apart)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def in_sample(self) -> bool:
+        """Whether some evaluated records are among those a calibrator or the prior was fitted on."""
+        return bool(self.report.get("in_sample"))
+
+
+def _fitted_checks(
+    scored: ScoredFile,
+    records: list[tuple[int, dict[str, Any]]],
+    fitted: Sequence[tuple[str, str, Calibrator | OptionPrior]],
+    in_sample: bool,
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Refuse (or, with ``in_sample``, describe) evaluated records that a calibrator or the prior was fitted
+    on, and objects made for other scoring settings; returns the in-sample description and notes."""
+    notes: list[str] = []
+    shared_with: dict[str, Any] = {}
+    if not fitted:  # raw scores only: nothing was made for these records
+        return None, notes
+    scored_with = scoring_provenance(records, scored.path)
+    data = [d for _, d in records]
+    for what, path, obj in fitted:
+        notes += check_settings(obj.scoring_, scored_with, made_path=path, data_path=scored.path, what=what)
+        found = overlap(obj, data)
+        if found is None:
+            notes.append(f"note: {path} does not record which records it was fitted on: cannot check that "
+                         f"{scored.path} holds none of them")
+            continue
+        shared, n = found
+        if shared and not in_sample:
+            raise InputError(
+                f"{shared} of these {n} labelled records evaluated are among the {len(obj.fitted_on_ or ())} the "
+                f"{what} {path} was fitted on: metrics on them are in-sample (optimistic); evaluate on records it "
+                "was not fitted on, or pass --in-sample to label the report in-sample",
+                path=scored.path,
+            )
+        if shared:
+            shared_with[path] = {"fitted": what, "records_fitted_on": shared, "records_evaluated": n}
+    if in_sample and not shared_with:
+        notes.append("note: --in-sample: no evaluated record is among those fitted on; the report is not "
+                     "labelled in-sample")
+    return shared_with or None, notes
+
+
+def _prior_summary(
+    prior: OptionPrior, path: str, original: ScoredFile, records: list[tuple[int, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Accuracy of the prior's target before and after correction, on the evaluated records."""
+    tgt = TARGETS[prior.target]
+    by_line = {ln.number: ln.data for ln in original.lines}
+    before, after, changed = [], [], 0
+    for line, data in records:
+        old = by_line.get(line) or {}
+        was, now = correctness(old, tgt, original.path, line), correctness(data, tgt, original.path, line)
+        changed += old.get(tgt.prediction) != data.get(tgt.prediction)
+        if was is not None and now is not None:
+            before.append(was)
+            after.append(now)
+    return {
+        "file": path,
+        "target": prior.target,
+        "corrected": prior.name,
+        "options": prior.options_,
+        "temperature": prior.temperature_,
+        "bias": dict(zip(prior.options_, prior.bias_.tolist())),
+        "records": len(before),
+        "accuracy_before": float(np.mean(before)) if before else None,
+        "accuracy_after": float(np.mean(after)) if after else None,
+        "changed_predictions": changed,
+    }
 
 
 def _raw_row(name: str, values: Array, against: str, correct: Array) -> Row:
@@ -124,8 +220,8 @@ def _correct_by_prediction(
     return out, first_missing
 
 
-def _human(scored: ScoredFile) -> dict[str, Any] | None:
-    """Mean JS distance and KL(human || predicted) for base and fused predictions."""
+def _human(scored: ScoredFile, shown: dict[str, str]) -> dict[str, Any] | None:
+    """Mean JS distance and KL(human || predicted) for base and fused predictions (keyed by their shown names)."""
     out: dict[str, Any] = {}
     for target in ("fused", "base"):
         field_name = TARGETS[target].probs
@@ -142,7 +238,7 @@ def _human(scored: ScoredFile) -> dict[str, Any] | None:
         if pairs:
             js = [float(js_distance([p], [h])[0]) for p, h in pairs]
             kl = [float(kl_divergence([h], [p])[0]) for p, h in pairs]
-            out[target] = {"n": len(pairs), "js_distance": float(np.mean(js)), "kl_human_to_pred": float(np.mean(kl))}
+            out[shown[target]] = {"n": len(pairs), "js_distance": float(np.mean(js)), "kl_human_to_pred": float(np.mean(kl))}
     return out or None
 
 
@@ -157,9 +253,16 @@ def evaluate(
     seed: int = 0,
     coverages: Sequence[float] = (0.5, 0.8, 0.9),
     smooth: bool = True,
+    prior: tuple[str, OptionPrior] | None = None,
+    in_sample: bool = False,
 ) -> Evaluation:
-    """Metrics of every score (and every calibrated score) on the labelled records of ``scored``."""
+    """Metrics of every score (and every calibrated score) on the labelled records of ``scored``, after
+    the option ``prior`` (path, prior) corrects them, if given."""
     tgt = TARGETS[target]
+    original = scored
+    if prior is not None:
+        scored = prior[1].correct_file(scored)
+    shown = {name: prior[1].name if prior is not None and prior[1].target == name else name for name in TARGETS}
     records, correct, unlabelled = scored.labelled(tgt)
     if not records:
         raise InputError(
@@ -170,6 +273,14 @@ def evaluate(
     names = score_names(records[0][1])
     if not names:
         raise InputError("no 'scores' object and no probabilities to evaluate", path=scored.path, line=records[0][0])
+    fitted: list[tuple[str, str, Calibrator | OptionPrior]] = [("calibrator", p, c) for p, c in calibrators]
+    for cal_path, cal in calibrators:
+        mismatch = prior_mismatch(cal, None if prior is None else prior[1])
+        if mismatch:
+            raise InputError(mismatch, path=cal_path)
+    if prior is not None:
+        fitted.append(("option prior", prior[0], prior[1]))
+    in_sample_info, notes = _fitted_checks(scored, records, fitted, in_sample)
     by_prediction, first_missing = _correct_by_prediction(scored, records, target, correct)
     rows = []
     left_out: dict[str, str] = {}
@@ -184,7 +295,7 @@ def evaluate(
             )
             continue
         values = np.array([score_of(d, name, scored.path, ln) for ln, d in records], dtype=np.float64)
-        rows.append(_raw_row(name, values, against, row_correct))
+        rows.append(_raw_row(name, values, shown[against], row_correct))
     for cal_path, cal in calibrators:
         if cal.target != target:
             raise InputError(
@@ -196,12 +307,12 @@ def evaluate(
             conf = calibrated_confidence(cal, records, scored.path)
         except InputError as exc:
             raise InputError(f"{exc.message} (the calibrator {cal_path} needs it)", exc.path, exc.line) from exc
-        name = f"{cal.score}@{cal.method}"
-        rows.append(Row(name, -conf, conf, f"{cal.method} calibrator", cal.target, correct, cal_path))
+        rows.append(Row(cal.label, -conf, conf, f"{cal.label} calibrator", shown[cal.target], correct, cal_path))
     settings = {"n_bins": n_bins, "bootstrap": n_boot, "level": level, "seed": seed, "coverages": list(coverages)}
     report: dict[str, Any] = {
         "file": scored.path,
-        "target": target,
+        "target": shown[target],
+        "in_sample": in_sample_info,
         "steerunc_version": __version__,
         "records": {
             "lines": len(scored.lines),
@@ -212,12 +323,14 @@ def evaluate(
         },
         "accuracy": float(correct.mean()),
         "accuracy_by_prediction": {
-            name: None if values is None else float(values.mean()) for name, values in by_prediction.items()
+            shown[name]: None if values is None else float(values.mean()) for name, values in by_prediction.items()
         },
+        "prior": None if prior is None else _prior_summary(prior[1], prior[0], original, records),
+        "notes": notes,
         "settings": {**settings, "bins": "ece/mce: equal-width; ece_equal_mass: equal-mass"},
         "scores": {},
         "left_out": left_out,
-        "human": _human(scored),
+        "human": _human(scored, shown),
     }
     for row in rows:
         metrics = compute_metrics(
@@ -240,4 +353,4 @@ def evaluate(
             "calibrator": row.calibrator,
             **metrics,
         }
-    return Evaluation(report, rows, correct, settings)
+    return Evaluation(report, rows, correct, settings, notes)

@@ -29,6 +29,7 @@ from steerunc.io import Line, read_jsonl
 
 __all__ = [
     "CONFIDENCE_SCORES",
+    "PROVENANCE_VERSION_KEY",
     "RECORD_KEY_SCHEME",
     "TARGETS",
     "ScoredFile",
@@ -41,8 +42,10 @@ __all__ = [
     "read_scored",
     "record_keys",
     "record_kind",
+    "score_matrix",
     "score_names",
     "score_of",
+    "scoring_provenance",
 ]
 
 #: pseudo-scores (higher = more sure) and the distribution each is the max of
@@ -152,6 +155,20 @@ def score_of(data: Mapping[str, Any], score: str, path: str, line: int) -> float
         have = ", ".join(sorted(scores)) or "none"
         raise InputError(f"no score '{score}' in this record (it has: {have})", path=path, line=line)
     return _number(scores[score], f"score '{score}'", path, line)
+
+
+def score_matrix(
+    records: Iterable[tuple[int, Mapping[str, Any]]], names: Iterable[str], path: str
+) -> NDArray[np.float64]:
+    """(n, k) values of the scores ``names`` (columns in that order) for each record; InputError
+    naming file and line when one is missing or not finite.
+
+    >>> score_matrix([(1, {"scores": {"a": 0.1, "b": 2.0}})], ["b", "a"], "x.jsonl").tolist()
+    [[2.0, 0.1]]
+    """
+    columns = list(names)
+    rows = [[score_of(data, name, path, line) for name in columns] for line, data in records]
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(columns))
 
 
 def score_names(data: Mapping[str, Any]) -> list[str]:
@@ -276,3 +293,61 @@ def record_keys(records: Iterable[Mapping[str, Any]]) -> list[str]:
             text = "content:" + json.dumps(content, sort_keys=True)
         keys.append(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
     return keys
+
+
+#: the one provenance key whose difference only warns: the steerunc version that scored the records
+PROVENANCE_VERSION_KEY = "steerunc"
+
+
+def scoring_provenance(records: Iterable[tuple[int, Mapping[str, Any]]], path: str) -> dict[str, Any] | None:
+    """The ``provenance`` object (the scoring settings) shared by every record, or None when no record
+    carries one (a file scored before records carried it, or by another system).
+
+    Records that disagree, on a key's value or by one carrying a provenance and
+    another not, raise InputError (no line: the whole file is at fault) naming the
+    key, both values and both lines.
+
+    >>> scoring_provenance([(1, {"provenance": {"coeff": 0.1}}), (2, {"provenance": {"coeff": 0.1}})], "x")
+    {'coeff': 0.1}
+    >>> scoring_provenance([(1, {"id": "a"})], "x") is None
+    True
+    """
+    first: tuple[int, dict[str, Any]] | None = None
+    missing: int | None = None
+    for line, data in records:
+        value = data.get("provenance")
+        if value is None:
+            missing = line if missing is None else missing
+        elif not isinstance(value, dict):
+            raise InputError(f"'provenance' must be an object, got {str(repr(value))[:60]}", path=path, line=line)
+        elif first is None:
+            first = (line, value)
+        else:
+            key = _first_difference(first[1], value)
+            if key is not None:
+                raise InputError(
+                    f"records scored with different settings: provenance '{key}' is "
+                    f"{_shown(first[1].get(key, '(absent)'))} on line {first[0]} but {_shown(value.get(key, '(absent)'))} "
+                    f"on line {line}: use records scored with one setting",
+                    path=path,
+                )
+        if first is not None and missing is not None:
+            raise InputError(
+                f"records scored with different settings: line {first[0]} carries a 'provenance' and line "
+                f"{missing} does not: use records scored with one setting",
+                path=path,
+            )
+    return None if first is None else dict(first[1])
+
+
+def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> str | None:
+    skip = set(ignore)
+    for key in list(a) + [k for k in b if k not in a]:
+        if key not in skip and (key not in a or key not in b or a[key] != b[key]):
+            return str(key)
+    return None
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) or value != "(absent)" else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -12,14 +12,19 @@ same rule to new records::
 
     router = Router.from_policy("policy.json")
     decision = router.route(record)        # Decision(destination="accept", ...)
+
+With an option prior (:mod:`steerunc.option_prior`), the router first corrects
+each record's prediction and the calibrator reads the corrected record; the
+decision carries it (``Decision.corrected``), and that is what the triage
+outputs hold. A policy saves the prior with the calibrator.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,9 +33,18 @@ from numpy.typing import ArrayLike, NDArray
 
 from steerunc import __version__
 from steerunc.calibration import Calibrator, calibrator_from_dict
+from steerunc.confidence import (
+    calibrated_confidence,
+    calibrator_input,
+    confidence_warning,
+    raw_certainty,
+    raw_name,
+)
 from steerunc.errors import InputError
 from steerunc.io import atomic_write
-from steerunc.scored import TARGETS, logits_matrix, record_keys, record_kind, score_of
+from steerunc.option_prior import OptionPrior, prior_from_dict, prior_mismatch
+from steerunc.provenance import check_disjoint
+from steerunc.scored import record_kind
 from steerunc.triage_bounds import RiskSelection, budget_cut, budget_threshold, risk_threshold
 
 __all__ = [
@@ -39,6 +53,7 @@ __all__ = [
     "Router",
     "calibrated_confidence",
     "check_disjoint",
+    "prior_mismatch",
     "confidence_warning",
     "raw_certainty",
     "raw_name",
@@ -83,70 +98,6 @@ def _guarantee(value: Any, path: str | None) -> dict[str, Any] | None:
     return value
 
 
-def calibrated_confidence(
-    calibrator: Calibrator, records: Sequence[tuple[int, Mapping[str, Any]]], path: str | None = None
-) -> NDArray[np.float64]:
-    """g(input) for usable records; InputError naming file and line when one lacks the calibrator's input."""
-    if not records:
-        return np.zeros(0)
-    target = TARGETS[calibrator.target]
-    if calibrator.input_kind == "logits":
-        matrix, _, _ = logits_matrix([(ln, dict(d)) for ln, d in records], target, path or "<records>", labels=False)
-        return calibrator.predict(matrix)
-    values = [score_of(data, calibrator.score, path or "<records>", line) for line, data in records]
-    return calibrator.predict(np.asarray(values, dtype=np.float64))
-
-
-def raw_certainty(
-    calibrator: Calibrator, records: Sequence[tuple[int, Mapping[str, Any]]], path: str | None = None
-) -> NDArray[np.float64]:
-    """The calibrator's input oriented so that higher = more sure: what breaks ties in g(input).
-
-    The score itself, negated when the calibrator reads it as an uncertainty
-    (orientation ``uncertain``); for temperature scaling, the max softmax of the
-    option logits.
-    """
-    if not records:
-        return np.zeros(0)
-    if calibrator.input_kind == "logits":
-        target = TARGETS[calibrator.target]
-        matrix, _, _ = logits_matrix([(ln, dict(d)) for ln, d in records], target, path or "<records>", labels=False)
-        return 1.0 / np.exp(matrix - matrix.max(axis=1, keepdims=True)).sum(axis=1)  # max of the softmax
-    values = np.asarray([score_of(d, calibrator.score, path or "<records>", ln) for ln, d in records], dtype=np.float64)
-    return -values if calibrator.orientation_ == "uncertain" else values
-
-
-def raw_name(calibrator: Calibrator) -> str:
-    """What :func:`raw_certainty` is, in words: ``-mutual_info``, ``fused_confidence``, ..."""
-    if calibrator.input_kind == "logits":
-        return f"max softmax of {TARGETS[calibrator.target].logits}"
-    return f"-{calibrator.score}" if calibrator.orientation_ == "uncertain" else calibrator.score
-
-
-def confidence_warning(confidence: ArrayLike, calibrator: Calibrator) -> str | None:
-    """A one-line warning when the calibrated confidence on a file is (nearly) constant or takes at
-    most 3 distinct values (over more records than that); None otherwise."""
-    c = np.asarray(confidence, dtype=np.float64)
-    c = c[np.isfinite(c)]
-    if c.size < 2:
-        return None
-    tail = f"a --budget is then met by breaking ties on the raw score ({raw_name(calibrator)})"
-    what = f"{calibrator.score}@{calibrator.method}"
-    if float(c.max() - c.min()) < 1e-3:
-        return (
-            f"warning: the calibrated confidence of {what} is (nearly) constant on these {c.size} records "
-            f"({c.min():.4f} to {c.max():.4f}): the calibrator hardly tells them apart; {tail}"
-        )
-    distinct = np.unique(c)
-    if distinct.size <= 3 and c.size > distinct.size:
-        values = ", ".join(f"{v:.4f}" for v in distinct)
-        return (
-            f"warning: the calibrated confidence of {what} takes only {distinct.size} distinct values on these "
-            f"{c.size} records ({values}): a threshold on it cannot split records that share a value; {tail}"
-        )
-    return None
-
-
 @dataclass(frozen=True)
 class Decision:
     """Where one record goes and why."""
@@ -155,13 +106,18 @@ class Decision:
     confidence: float | None
     reason: str
     threshold: float | None = None
+    #: the record as the router's option prior corrected it (None without a prior, or when it could not)
+    corrected: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def accepted(self) -> bool:
         return self.destination == "accept"
 
     def annotate(self, record: Mapping[str, Any] | None, line: int | None = None) -> dict[str, Any]:
-        """The record with a ``triage`` object added (an unreadable line becomes ``{"line", "error"}``)."""
+        """The record (as corrected by the option prior, if any) with a ``triage`` object added (an
+        unreadable line becomes ``{"line", "error"}``)."""
+        if self.corrected is not None:
+            record = self.corrected
         base: dict[str, Any] = dict(record) if record is not None else {"line": line, "error": "unreadable line"}
         base["triage"] = {
             "decision": self.destination,
@@ -179,7 +135,8 @@ class Router:
     equals the threshold is accepted only if its raw score (:func:`raw_certainty`)
     is at least the tie threshold: accepted iff confidence > threshold, or
     confidence == threshold and raw >= tie_threshold. Without one, confidence
-    >= threshold is accepted.
+    >= threshold is accepted. With an option ``prior``, each record's prediction is
+    corrected first and the calibrator reads the corrected record.
     """
 
     def __init__(
@@ -192,11 +149,15 @@ class Router:
         guarantee: RiskSelection | dict[str, Any] | None = None,
         source: str | None = None,
         tie_threshold: float | None = None,
+        prior: OptionPrior | None = None,
     ) -> None:
         if threshold is not None and not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number or None, got {threshold}")
         if tie_threshold is not None and (threshold is None or not np.isfinite(tie_threshold)):
             raise ValueError(f"tie_threshold must be a finite number, with a threshold, got {tie_threshold}")
+        mismatch = prior_mismatch(calibrator, prior)
+        if mismatch:
+            raise ValueError(mismatch)
         self.calibrator = calibrator
         self.threshold = threshold
         self.tie_threshold = tie_threshold
@@ -204,6 +165,7 @@ class Router:
         self.budget = budget
         self.guarantee = guarantee.to_dict() if isinstance(guarantee, RiskSelection) else guarantee
         self.source = source
+        self.prior = prior
 
     # -- building ----------------------------------------------------------------
     @classmethod
@@ -214,6 +176,7 @@ class Router:
         budget: float,
         source: str | None = None,
         raw: ArrayLike | None = None,
+        prior: OptionPrior | None = None,
     ) -> Router:
         """Threshold sending ``floor(budget * N)`` of these confidences' records to review.
 
@@ -225,13 +188,20 @@ class Router:
         at the threshold are all accepted: at most that many are reviewed.
         """
         if raw is None:
-            return cls(calibrator, budget_threshold(confidence, budget), mode="budget", budget=budget, source=source)
+            threshold = budget_threshold(confidence, budget)
+            return cls(calibrator, threshold, mode="budget", budget=budget, source=source, prior=prior)
         n = np.asarray(confidence).size
         if not 0.0 <= budget <= 1.0:
             raise ValueError(f"budget must lie in [0, 1], got {budget}")
         cut = budget_cut(confidence, raw, math.floor(budget * n + 1e-9))
         return cls(
-            calibrator, cut.threshold, mode="budget", budget=budget, source=source, tie_threshold=cut.tie_threshold
+            calibrator,
+            cut.threshold,
+            mode="budget",
+            budget=budget,
+            source=source,
+            tie_threshold=cut.tie_threshold,
+            prior=prior,
         )
 
     @classmethod
@@ -243,10 +213,11 @@ class Router:
         max_risk: float,
         delta: float = 0.1,
         source: str | None = None,
+        prior: OptionPrior | None = None,
     ) -> Router:
         """Threshold keeping the accepted error rate <= max_risk with probability >= 1 - delta."""
         selection = risk_threshold(confidence, correct, max_risk, delta)
-        return cls(calibrator, selection.threshold, mode="max_risk", guarantee=selection, source=source)
+        return cls(calibrator, selection.threshold, mode="max_risk", guarantee=selection, source=source, prior=prior)
 
     # -- policy JSON ---------------------------------------------------------------
     def to_policy(self) -> dict[str, Any]:
@@ -260,6 +231,7 @@ class Router:
             "budget": self.budget,
             "guarantee": self.guarantee,
             "calibrator": self.calibrator.to_dict(),
+            "prior": None if self.prior is None else self.prior.to_dict(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "steerunc_version": __version__,
             "source": self.source,
@@ -310,6 +282,10 @@ class Router:
         if "calibrator" not in data:
             raise InputError("policy has no calibrator (field 'calibrator')", path=path)
         calibrator = calibrator_from_dict(data["calibrator"], path=path)
+        prior = None if data.get("prior") is None else prior_from_dict(data["prior"], path=path)
+        mismatch = prior_mismatch(calibrator, prior)
+        if mismatch:
+            raise InputError(f"policy field 'prior': {mismatch}", path=path)
         return cls(
             calibrator,
             None if threshold is None else float(threshold),
@@ -318,6 +294,7 @@ class Router:
             guarantee=guarantee,
             source=source,
             tie_threshold=None if tie is None else float(tie),
+            prior=prior,
         )
 
     def policy_text(self) -> str:
@@ -364,69 +341,52 @@ class Router:
     def _input_problem(self, data: Mapping[str, Any] | None) -> str | None:
         """Why the calibrator cannot read this record (missing or NaN score, no logits), or None."""
         try:
-            if self.calibrator.input_kind == "logits":
-                logits_matrix([(0, dict(data or {}))], TARGETS[self.calibrator.target], "<record>", labels=False)
-            else:
-                score_of(data or {}, self.calibrator.score, "<record>", 0)
+            calibrator_input(self.calibrator, [(0, data or {})], "<record>")
         except InputError as exc:
             return exc.message
         return None
 
-    def route(self, record: Mapping[str, Any]) -> Decision:
-        """Decide for one record; never raises on record content (problems go to review)."""
+    def _corrected(self, data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """The record as the option prior corrects it, or why it cannot be."""
+        if self.prior is None:
+            return None, None
+        try:
+            return self.prior.correct(data), None
+        except InputError as exc:
+            return None, f"the option prior cannot correct it: {exc.message}"
+
+    def route(self, record: Mapping[str, Any] | Any) -> Decision:
+        """Decide for one record (a dict, or anything with ``to_json()`` such as a
+        :class:`~steerunc.records.ScoredRecord`); never raises on record content (problems go to review)."""
+        if not isinstance(record, Mapping) and callable(getattr(record, "to_json", None)):
+            record = record.to_json()
         return self.route_many([record])[0]
 
     def route_many(self, records: Sequence[Mapping[str, Any] | None], path: str | None = None) -> list[Decision]:
-        """Decide for many records at once (one calibrator call); None stands for an unreadable line."""
+        """Decide for many records at once (one calibrator call); None stands for an unreadable line.
+        Records the option prior (if any) cannot correct go to review, with the reason."""
         decisions: list[Decision | None] = [None] * len(records)
         good: list[tuple[int, Mapping[str, Any]]] = []
+        fixed: list[dict[str, Any] | None] = []
         for i, data in enumerate(records):
-            problem = self._unscorable(data) or self._input_problem(data)
+            problem = self._unscorable(data)
+            corrected = None
             if problem is None and data is not None:
-                good.append((i, data))
+                corrected, problem = self._corrected(data)
+                problem = problem or self._input_problem(corrected if corrected is not None else data)
+            if problem is None and data is not None:
+                good.append((i, corrected if corrected is not None else data))
+                fixed.append(corrected)
             else:
                 decisions[i] = Decision("review", None, problem or "cannot be scored", self.threshold)
         confidence = calibrated_confidence(self.calibrator, good, path)
         raw: list[float | None] = [None] * len(good)
         if self.tie_threshold is not None:
             raw = [float(v) for v in raw_certainty(self.calibrator, good, path)]
-        for (i, _), value, r in zip(good, confidence, raw):
-            decisions[i] = self._decide(float(value), r)
+        for (i, _), value, r, corrected in zip(good, confidence, raw, fixed):
+            decision = self._decide(float(value), r)
+            if corrected is not None:
+                decision = Decision(decision.destination, decision.confidence, decision.reason, decision.threshold,
+                                    corrected)
+            decisions[i] = decision
         return [d for d in decisions if d is not None]
-
-
-def check_disjoint(
-    calibrator: Calibrator,
-    records: Iterable[Mapping[str, Any]],
-    path: str | None = None,
-    calibrator_path: str | None = None,
-) -> bool:
-    """Refuse to choose a risk threshold on records the calibrator was fitted on.
-
-    The ``max_risk`` guarantee needs three disjoint parts: records that fit the
-    calibrator, labelled records that choose the threshold
-    (:meth:`Router.for_risk`), and the records the policy is applied to. Fitting
-    and choosing on the same records uses their labels twice, and the bound no
-    longer holds. Records are matched by :func:`steerunc.scored.record_keys`
-    against the calibrator's ``fitted_on_``.
-
-    Raises InputError naming ``path`` (the threshold-selection records), the
-    calibrator and the overlap when any record is one the calibrator was fitted
-    on. Returns True when checked, False when the calibrator does not say which
-    records it was fitted on (saved by an older steerunc, or fitted in Python
-    without setting ``fitted_on_``), so nothing could be checked.
-    """
-    fitted = calibrator.fitted_on_
-    if fitted is None:
-        return False
-    keys = record_keys(records)
-    shared = sum(key in fitted for key in keys)
-    if shared:
-        name = f"the calibrator {calibrator_path}" if calibrator_path else "the calibrator"
-        raise InputError(
-            f"{shared} of these {len(keys)} labelled records that would choose the --max-risk threshold are "
-            f"among the {len(fitted)} {name} was fitted on: choose it on labelled records disjoint from "
-            "those (the labels would be used twice, and the guarantee would not hold)",
-            path=path,
-        )
-    return True

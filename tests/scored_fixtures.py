@@ -89,15 +89,20 @@ def make_records(
     errors: int = 0,
     continuation: int = 0,
     human: int = 0,
+    provenance: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """n labelled records, then unlabelled, error and continuation records (the first ``human`` carry human_probs).
 
-    Ids are ``s{seed}-item-{i}``: files drawn with different seeds share no item.
+    Ids are ``s{seed}-item-{i}``: files drawn with different seeds share no item. With ``provenance``
+    (the scoring settings, as ``steerunc score`` records them), every usable record carries it.
     """
     rng = np.random.default_rng(seed)
     prefix = f"s{seed}-item"
     out = [make_record(i, rng, human=i < human, prefix=prefix) for i in range(n)]
     out += [make_record(n + i, rng, labelled=False, prefix=prefix) for i in range(unlabelled)]
+    if provenance is not None:
+        for record in out:
+            record["provenance"] = dict(provenance)
     out += [{"id": f"bad-{i}", "line": len(out) + i + 1, "error": "input too long"} for i in range(errors)]
     out += [
         {
@@ -123,3 +128,49 @@ def write_jsonl(path: Any, records: list[dict[str, Any]]) -> str:
 def write_scored(path: Any, n: int = 400, seed: int = 0, **kwargs: Any) -> str:
     """Write :func:`make_records` to ``path``; returns the path."""
     return write_jsonl(path, make_records(n, seed, **kwargs))
+
+
+#: the scoring settings ``steerunc score`` records in every line (``provenance``)
+PROVENANCE: dict[str, Any] = {
+    "steerunc": "0.1.0",
+    "model": "tiny-random",
+    "model_fingerprint": "abc123",
+    "vectors": "default:0f0f",
+    "layer": 16,
+    "perspectives": ["strict_moderator", "free_speech"],
+    "coeff": 0.1,
+    "center": True,
+    "tau": 0.4,
+    "alpha": 0.2,
+    "fusion": "mixture",
+}
+
+
+def biased_records(n: int, seed: int, *, lean: float = 3.0, prefix: str = "b") -> list[dict[str, Any]]:
+    """Yes/No records whose base and fused logits lean towards "Yes" by ``lean`` nats: the labels follow
+    softmax(truth), the model reads truth + (lean, 0), so it answers Yes far too often."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        truth = rng.normal(size=2) * 2.0 + np.array([-0.6, 0.0])  # Yes is the minority class
+        z = truth + np.array([lean, 0.0])
+        p = _softmax(z)
+        label = ["Yes", "No"][int(rng.uniform() >= _softmax(truth)[0])]
+        pred = ["Yes", "No"][int(np.argmax(p))]
+        record = {
+            "id": f"{prefix}{seed}-{i}",
+            "mode": "options",
+            "prediction": pred,
+            "probs": dict(zip(["Yes", "No"], p.tolist())),
+            "logits": dict(zip(["Yes", "No"], z.tolist())),
+            "base_prediction": pred,
+            "base_probs": dict(zip(["Yes", "No"], p.tolist())),
+            "base_logits": dict(zip(["Yes", "No"], z.tolist())),
+            "scores": {"msp": float(1 - p.max()), "entropy": _entropy(p), "mutual_info": float(rng.uniform(0, 0.1)),
+                       "fused_entropy": _entropy(p)},
+            "label": label,
+            "correct": pred == label,
+            "base_correct": pred == label,
+        }
+        out.append(record)
+    return out

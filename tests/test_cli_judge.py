@@ -140,7 +140,8 @@ def test_evaluate_out_writes_metrics_and_pictures(files: dict[str, str], tmp_pat
     assert result.stdout == ""
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scores"]["fused_confidence"]["smooth_ece"] is not None
-    for stem in ("reliability_fused_confidence", "reliability_base_confidence", "reliability_msp", "risk_coverage"):
+    assert not (out / "reliability_msp.png").exists()  # 1 - msp is base_confidence: one diagram for both
+    for stem in ("reliability_fused_confidence", "reliability_base_confidence", "risk_coverage"):
         assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (out / f"{stem}.svg").read_bytes()[:2000]
 
@@ -355,7 +356,7 @@ def test_evaluate_plots_and_tables_use_each_rows_own_prediction(
     base = [float(r["base_correct"]) for r in records]
     fused = [float(r["correct"]) for r in records]
     assert base != fused
-    assert seen["msp"] == base and seen["base_confidence"] == base and seen["fused_confidence"] == fused
+    assert "msp" not in seen and seen["base_confidence"] == base and seen["fused_confidence"] == fused
     correct, against = seen["risk_coverage"]
     assert correct["msp"] == base and correct["mutual_info"] == fused and correct["fused_entropy"] == fused
     assert against["entropy"] == "base" and against["mutual_info"] == "fused"

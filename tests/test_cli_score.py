@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,116 @@ def test_cli_defaults_are_the_library_defaults() -> None:
     assert (defaults["coeff"], defaults["center"]) == (steering.coeff, steering.center)
     assert (defaults["tau"], defaults["alpha"], defaults["top_m"]) == (fusion.tau, fusion.alpha, fusion.top_m)
     assert defaults["fusion_method"] == fusion.method
+
+
+# -- a run that tells what happened ------------------------------------------------------------------
+
+
+@pytest.fixture
+def loads(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``load_model`` hands out the session's tiny model, scored under two perspectives; the list
+    records every load."""
+    import steerunc.model
+    import steerunc.scorer
+    from steerunc.vectors import Pair, build_vectors
+
+    two = build_vectors(tiny, [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"),
+                               Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")], layer=1)
+    calls: list[str] = []
+
+    def load(name: str, device: str = "auto", dtype: str = "auto") -> Any:
+        calls.append(name)
+        return tiny
+
+    monkeypatch.setattr(steerunc.model, "load_model", load)
+    monkeypatch.setattr(steerunc.scorer, "default_vectors", lambda model, layer=None: two)
+    return calls
+
+
+def test_the_run_ends_with_a_summary_of_what_it_wrote(tmp_path: Path, loads: list[str]) -> None:
+    lines = [_good(1, label="Yes"), _good(2, label="No"), {"id": "bad", "text": ""}, _good(4, label="No"), _good(5)]
+    path = _write(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    result = _run(["score", str(path), "-o", str(out), "--model", "tiny-random", "--device", "cpu"])
+    assert result.exit_code == 1
+    records = _lines(out.read_text())
+    scored = [r for r in records if "scores" in r]
+    labelled = [r for r in scored if "label" in r]
+    err = result.stderr
+    assert f"scored 4 records, 1 errors -> {out}" in err
+    predictions = Counter(r["prediction"] for r in scored)
+    shown = ", ".join(f"{name} {n}" for name, n in predictions.most_common())
+    assert f"predictions: {shown} (plain model:" in err
+    accuracy = sum(r["correct"] for r in labelled) / len(labelled)
+    base = sum(r["base_correct"] for r in labelled) / len(labelled)
+    assert f"accuracy: {accuracy:.3f} (plain model {base:.3f}) on 3 labelled records" in err
+    for name in ("msp", "mutual_info", "flip_rate"):
+        mean = sum(r["scores"][name] for r in scored) / len(scored)
+        assert f"{name} {mean:.3g}" in err
+    assert f"error: {path}:3: 'text' is empty" in err
+    assert ("warning: every one of the 4 records is predicted" in err) == (len(predictions) == 1)
+
+
+def test_a_warning_when_every_prediction_is_one_class() -> None:
+    from steerunc.cli.score import _Summary
+
+    one = _Summary("in.jsonl")
+    for i in range(3):
+        one.add({"mode": "options", "prediction": "No", "base_prediction": "No", "scores": {"msp": 0.1 * i}})
+    assert one.warnings() and "every one of the 3 records is predicted 'No'" in one.warnings()[0]
+    two = _Summary("in.jsonl")
+    for prediction in ("No", "Yes", "No"):
+        two.add({"mode": "options", "prediction": prediction, "base_prediction": "No", "scores": {}})
+    assert two.warnings() == []
+    assert "predictions: No 2, Yes 1 (plain model: No 3)" in "\n".join(two.lines())
+
+
+def test_quiet_prints_no_summary_and_silences_transformers(tmp_path: Path, loads: list[str]) -> None:
+    import huggingface_hub.utils
+    import transformers
+
+    path = _write(tmp_path / "in.jsonl", [_good(1), _good(2)])
+    result = _run(["score", str(path), *TINY])
+    assert result.exit_code == 0
+    assert "scored" not in result.stderr and "mean scores" not in result.stderr
+    assert not transformers.utils.logging.is_progress_bar_enabled()
+    assert huggingface_hub.utils.are_progress_bars_disabled()
+    loud = _run(["score", str(path), "--model", "tiny-random", "--device", "cpu"])
+    assert "scored 2 records" in loud.stderr
+    assert transformers.utils.logging.is_progress_bar_enabled()
+
+
+def test_resume_with_nothing_left_exits_0_without_loading_the_model(tmp_path: Path, loads: list[str]) -> None:
+    path = _write(tmp_path / "in.jsonl", [_good(i) for i in range(1, 4)])
+    out = tmp_path / "out.jsonl"
+    assert _run(["score", str(path), "-o", str(out), *TINY]).exit_code == 0
+    before = out.read_text()
+    loads.clear()
+    again = _run(["score", str(path), "-o", str(out), "--resume", "--model", "tiny-random", "--device", "cpu"])
+    assert again.exit_code == 0, again.stderr
+    assert loads == [] and out.read_text() == before
+    assert f"nothing left to do: all 3 input lines are in {out}" in again.stderr
+    assert "mean scores:" in again.stderr  # the summary of what the output holds
+
+
+def test_messages_and_tables_are_not_wrapped_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """Under a pipe, a file or a test runner, rich took 80 columns: log lines were wrapped and
+    tables cut. The shared console takes the width the lines need."""
+    import logging
+
+    from rich.table import Table
+
+    from steerunc.cli.common import setup_logging, stderr, stderr_console
+
+    message = "Building the default perspective vectors for a model with a long name at layer 16 (once)"
+    setup_logging()
+    logging.getLogger("steerunc").info(message)
+    table = Table()
+    for i in range(8):
+        table.add_column(f"a rather long column {i}")
+    table.add_row(*[f"value number {i} of the row" for i in range(8)])
+    stderr.print(table)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"INFO     {message}"  # one line, not padded
+    assert any("value number 0 of the row" in line and "value number 7 of the row" in line for line in err)
+    assert stderr_console().width > 1000

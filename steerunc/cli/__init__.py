@@ -16,7 +16,13 @@ from steerunc import __version__
 __all__ = ["main"]
 
 # each module defines COMMANDS: a list of click commands to add to the group
-_COMMAND_MODULES = ("steerunc.cli.score", "steerunc.cli.vectors", "steerunc.cli.judge", "steerunc.cli.models")
+_COMMAND_MODULES = (
+    "steerunc.cli.score",
+    "steerunc.cli.show",
+    "steerunc.cli.vectors",
+    "steerunc.cli.judge",
+    "steerunc.cli.models",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 from typing import Any, Callable, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from steerunc.errors import InputError, SteeruncError
 
 __all__ = [
     "stderr",
+    "stderr_console",
     "translate_errors",
     "FileLevelError",
     "MODEL_HELP",
@@ -25,8 +27,41 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: width of a console that does not write to a terminal: wide enough that no line is wrapped or cut
+UNWRAPPED_WIDTH = 10_000
+
+
+class _StderrConsole(Console):
+    """A console on stderr that, when stderr is not a terminal (a file, a pipe, a test runner),
+    takes no width from the environment: lines and tables come out whole instead of wrapped or
+    cut at 80 columns. On a terminal, or with ``COLUMNS`` set, it is rich's console."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dimensions = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(UNWRAPPED_WIDTH, dimensions.height)
+        return dimensions
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        width, height = new_size
+        self._width, self._height = width, height
+
+
+def stderr_console() -> Console:
+    """The console every command prints its progress, tables and messages on (stderr; stdout
+    carries only the product). Not wrapped at 80 columns when stderr is not a terminal.
+
+    >>> console = stderr_console()
+    >>> console.stderr
+    True
+    """
+    return _StderrConsole(stderr=True)
+
+
 #: progress bars, tables and messages go here; stdout carries only the product
-stderr = Console(stderr=True)
+stderr = stderr_console()
 
 
 def _model_help() -> str:
@@ -129,22 +164,45 @@ def translate_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log records as ``LEVEL    message`` lines on :data:`stderr`, neither wrapped nor padded
+    (rich's own handler pads every line to the console's width)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.levelname:<8} {record.getMessage()}"
+            stderr.print(text, markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001  (logging must never raise)
+            self.handleError(record)
+
+
 def setup_logging(quiet: bool = False) -> None:
-    """steerunc's log messages (model conversion, vector building) on stderr via rich."""
-    import logging
+    """steerunc's log messages (model conversion, vector building) on stderr via rich.
+
+    ``quiet`` keeps only warnings, and also turns off the progress bars of transformers and
+    huggingface_hub and the info messages of transformer_lens."""
     import warnings
 
-    from rich.logging import RichHandler
-
     logger = logging.getLogger("steerunc")
-    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=False)]
+    logger.handlers[:] = [_ConsoleHandler()]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
     try:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        if quiet:
+            transformers.logging.disable_progress_bar()
+        else:
+            transformers.logging.enable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+        disable_progress_bars() if quiet else enable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR if quiet else logging.WARNING)
     warnings.filterwarnings("ignore", module="transformer_lens")
     warnings.filterwarnings("ignore", category=FutureWarning)

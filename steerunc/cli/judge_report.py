@@ -9,8 +9,9 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
+from steerunc.confidence import raw_name
 from steerunc.scored import TARGETS, ScoredFile, correctness
-from steerunc.triage import Decision, Router, raw_name
+from steerunc.triage import Decision, Router
 
 __all__ = ["evaluation_tables", "triage_summary"]
 
@@ -50,14 +51,29 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
         + "; every metric of a row uses the correctness of the prediction it is judged against"
     )
     left_out = [f"left out {name}: {why}" for name, why in report.get("left_out", {}).items()]
+    prior = report.get("prior")
+    if prior:
+        left_out.insert(0, (
+            f"option prior {prior['file']}: the {prior['target']} prediction corrected ({prior['corrected']}), "
+            f"accuracy {_f(prior['accuracy_before'])} -> {_f(prior['accuracy_after'])} on {prior['records']} "
+            f"records, {prior['changed_predictions']} predictions changed"
+        ))
+    in_sample = report.get("in_sample")
+    tag = "[bold]In-sample[/] (optimistic): " if in_sample else ""
+    if in_sample:
+        shared = "; ".join(
+            f"{v['records_fitted_on']} of {v['records_evaluated']} records were fitted on by the {v['fitted']} {path}"
+            for path, v in in_sample.items()
+        )
+        caption = "[bold]IN-SAMPLE[/]: " + shared + ". " + caption
     coverages = report["settings"]["coverages"]
     level = round(report["settings"]["level"] * 100)
-    ranking = _table("Does the score single out the errors?", None)
+    ranking = _table(tag + "Does the score single out the errors?", None)
     ranking.add_column("score", no_wrap=True)
     ranking.add_column("judged against", no_wrap=True)
     for header in ("AUROC", f"{level}% CI", "AUPRC", "AURC↓", "PRR"):
         ranking.add_column(header, justify="right", no_wrap=True)
-    selective = _table("Selective accuracy (keeping the most confident)", None)
+    selective = _table(tag + "Selective accuracy (keeping the most confident)", None)
     selective.add_column("score", no_wrap=True)
     selective.add_column("judged against", no_wrap=True)
     for c in coverages:
@@ -69,7 +85,7 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
 
     n_bins = report["settings"]["n_bins"]
     calib = _table(
-        "Is the confidence calibrated?",
+        tag + "Is the confidence calibrated?",
         f"ECE and MCE over {n_bins} equal-width bins, ECE= over {n_bins} equal-mass bins. "
         "Raw confidence: 1 - msp, max of probs / base_probs; other scores need --calibrator.",
     )
@@ -93,7 +109,7 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
         )
     tables: list[Any] = [caption, *left_out, ranking, selective, calib]
     if report.get("human"):
-        human = _table("Agreement with the annotators' label distribution", None)
+        human = _table(tag + "Agreement with the annotators' label distribution", None)
         for header in ("prediction", "records", "JS distance ↓", "KL(human‖pred) ↓"):
             human.add_column(header, justify="left" if header == "prediction" else "right")
         for target, h in report["human"].items():
@@ -137,7 +153,9 @@ def triage_summary(
         "realised_risk_accepted": realised,
         "labelled_accepted": len(known),
         "guarantee": router.guarantee,
-        "calibrator": {"score": router.calibrator.score, "method": router.calibrator.method},
+        "calibrator": {"score": router.calibrator.score, "method": router.calibrator.method,
+                       "label": router.calibrator.label},
+        "prior": None if router.prior is None else router.prior.reference(),
         "accept_out": accept_out,
         "review_out": review_out,
         "policy_out": policy_out,
@@ -151,7 +169,8 @@ def triage_summary(
     if policy_in:
         how = f"policy {policy_in}, chosen by {how} on {router.source or 'its data'}; a fixed threshold here"
     lines = [
-        f"Triage of {n} records by {router.calibrator.score}@{router.calibrator.method} ({how}), threshold {threshold}",
+        f"Triage of {n} records by {router.calibrator.label} ({how}), threshold {threshold}"
+        + ("" if router.prior is None else f", predictions corrected by the option prior ({router.prior.name})"),
         f"  accepted: {share(len(accepted))} -> {accept_out}",
         (
             f"  review:   {share(n - len(accepted))} -> {review_out}"

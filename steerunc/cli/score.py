@@ -1,10 +1,12 @@
-"""``steerunc score``: score a JSONL file with steering disagreement."""
+"""``steerunc score``: score a JSONL, CSV or Parquet file with steering disagreement."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import click
@@ -20,7 +22,7 @@ from steerunc.cli.common import (
     translate_errors,
 )
 from steerunc.errors import InputError, VectorsError
-from steerunc.io import Line, dumps, open_output, read_jsonl
+from steerunc.io import FORMATS, Line, dumps, format_of, open_output, read_jsonl, sniff_format
 from steerunc.records import ErrorRecord, Record, id_of, record_from_json
 
 __all__ = ["COMMANDS", "score"]
@@ -130,10 +132,13 @@ def _check_resume(
         )
 
 
-def _count_lines(path: str) -> int | None:
-    """Non-blank lines of a file, read in pieces (a line may be longer than memory should hold)."""
+def _count_lines(path: str, fmt: str, lines: Iterator[Line] | None = None) -> int | None:
+    """Non-blank lines of a JSONL file, read in pieces (a line may be longer than memory should
+    hold); rows of a CSV or Parquet file, counted from ``lines``."""
     if path == "-":
         return None
+    if fmt != "jsonl":
+        return sum(1 for _ in lines or ())
     count, content = 0, False
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -145,12 +150,7 @@ def _count_lines(path: str) -> int | None:
     return count + content
 
 
-def _items(
-    path: str, done: dict[int, _Done], options: list[str] | None, output: str | None
-) -> Iterator[Record | ErrorRecord]:
-    lines: Iterator[Line] = read_jsonl(path)
-    if done and output is not None:
-        lines = _check_resume(lines, done, options, path, output)
+def _items(lines: Iterator[Line], done: dict[int, _Done], options: list[str] | None) -> Iterator[Record | ErrorRecord]:
     for line in lines:
         if line.number in done:
             continue
@@ -167,9 +167,110 @@ def _items(
             yield ErrorRecord(line.number, exc.message, rid)
 
 
+def _input_format(path: str, given: str | None, text_col: str | None) -> str:
+    """The input's format (--format, else the file name's), refused (exit 2) where the file's first
+    bytes plainly say it is another: a CSV read as JSONL would be one error per line, after the model
+    has loaded."""
+    fmt = given or ("jsonl" if path == "-" else format_of(path))
+    if path == "-":
+        if fmt == "parquet":
+            raise click.UsageError("Parquet cannot be read from stdin: give the file's path")
+        return fmt
+    try:
+        seen = sniff_format(path, text_col or "text")
+    except OSError as exc:
+        raise FileLevelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if seen is None or seen == fmt:
+        return fmt
+    names = {"jsonl": "JSONL", "csv": "CSV", "parquet": "Parquet"}
+    if fmt == "jsonl" and seen == "csv":
+        raise FileLevelError(
+            f"{path}: not JSONL (its first line does not start with '{{'): it looks like CSV with a header "
+            "line; use --format csv (and --text-col to name the text column)"
+        )
+    raise FileLevelError(f"{path}: not {names[fmt]}: it looks like {names[seen]}; use --format {seen}")
+
+
+@dataclass
+class _Summary:
+    """What an output holds, for the lines printed at the end of a run."""
+
+    path: str
+    records: int = 0
+    errors: list[tuple[int | None, str]] = field(default_factory=list)
+    predictions: Counter[str] = field(default_factory=Counter)
+    base_predictions: Counter[str] = field(default_factory=Counter)
+    options: Counter[str] = field(default_factory=Counter)  # predictions of records scored over options
+    labelled: int = 0
+    correct: int = 0
+    base_correct: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, out: dict[str, Any]) -> None:
+        if "error" in out:
+            self.errors.append((out.get("line"), str(out["error"])))
+            return
+        self.records += 1
+        if out.get("prediction") is not None:
+            self.predictions[str(out["prediction"])] += 1
+        if out.get("base_prediction") is not None:
+            self.base_predictions[str(out["base_prediction"])] += 1
+        if out.get("mode") == "options" and out.get("prediction") is not None:
+            self.options[str(out["prediction"])] += 1
+        if isinstance(out.get("correct"), bool):
+            self.labelled += 1
+            self.correct += out["correct"]
+            self.base_correct += out.get("base_correct") is True
+        for name, value in (out.get("scores") or {}).items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.sums[name] = self.sums.get(name, 0.0) + value
+                self.counts[name] += 1
+
+    @staticmethod
+    def _counts(counter: Counter[str], top: int = 8) -> str:
+        shown = ", ".join(f"{name} {n}" for name, n in counter.most_common(top))
+        return shown + (f", and {len(counter) - top} more" if len(counter) > top else "")
+
+    def lines(self) -> list[str]:
+        """Predictions per class, accuracy where labelled, the mean of each score, the first errors."""
+        out = []
+        if self.predictions:
+            out.append(f"  predictions: {self._counts(self.predictions)} (plain model: {self._counts(self.base_predictions)})")
+        if self.labelled:
+            out.append(
+                f"  accuracy: {self.correct / self.labelled:.3f} (plain model {self.base_correct / self.labelled:.3f}) "
+                f"on {self.labelled} labelled records"
+            )
+        if self.counts:
+            means = ", ".join(f"{name} {self.sums[name] / self.counts[name]:.3g}" for name in self.counts)
+            out.append(f"  mean scores: {means}")
+        for line, error in self.errors[:3]:
+            out.append(f"  error: {self.path}:{line}: {error}")
+        if len(self.errors) > 3:
+            out.append(f"  ... and {len(self.errors) - 3} more errors (the records with 'error')")
+        return out
+
+    def warnings(self) -> list[str]:
+        n = sum(self.options.values())
+        if n >= 2 and len(self.options) == 1:
+            (only,) = self.options
+            return [
+                f"warning: every one of the {n} records is predicted {only!r}: the scores rank records "
+                "but the predictions tell them nothing apart (check that each text ends where the answer goes, "
+                "e.g. 'Answer:', and the options)"
+            ]
+        return []
+
+
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output JSONL (default: stdout).")
+@click.option("--format", "input_format", type=click.Choice(list(FORMATS)),
+              help="Format of INPUT (default: from its suffix, .csv or .parquet, else jsonl).")
+@click.option("--text-col", metavar="COLUMN", help="Column (or JSON field) holding the text [default: text].")
+@click.option("--label-col", metavar="COLUMN", help="Column holding the label [default: label, if there is one].")
+@click.option("--id-col", metavar="COLUMN", help="Column holding the id [default: id, if there is one].")
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.option("--vectors", "vectors_path", type=click.Path(dir_okay=False),
               help="Steering vectors (.safetensors from 'steerunc vectors build'); default: the shipped perspectives.")
@@ -193,22 +294,28 @@ def _items(
               help="auto: float32 on CPU, bfloat16 on CUDA.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip input lines already in OUTPUT.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad record (exit 1).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or log messages.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, log messages or summary (warnings still show).")
 @translate_errors
 def score(
-    input_path: str, output: str | None, model: str, vectors_path: str | None, layer: int | None, coeff: float,
+    input_path: str, output: str | None, input_format: str | None, text_col: str | None, label_col: str | None,
+    id_col: str | None, model: str, vectors_path: str | None, layer: int | None, coeff: float,
     center: bool | None, options_csv: str | None, tau: float, fusion_method: str, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
     device: str, dtype: str, resume: bool, strict: bool, quiet: bool,
 ) -> None:
-    """Score INPUT.jsonl (or - for stdin): one output line per input line, in order.
+    """Score INPUT (JSONL, CSV or Parquet; - for stdin): one output line per input line or row, in order.
 
-    Input lines: {"id", "text", "options"?, "label"?, "continuation"?, "human_probs"?}.
-    Output lines: the fused prediction and probabilities, the base ones, the
-    scores (msp, entropy, mutual_info, mean_kl, flip_rate, fused_entropy; higher =
-    less sure) and each perspective's view; or {"id"?, "line", "error"} for a bad
-    line. Blank lines are skipped. Exits 1 if any line failed (with --resume,
-    also lines that failed in the earlier run).
+    Input lines: {"id", "text", "options"?, "label"?, "continuation"?, "human_probs"?};
+    a CSV or Parquet file has those columns, or others named by --text-col,
+    --label-col and --id-col. Output lines: the fused prediction and
+    probabilities, the base ones, the scores (msp, entropy, mutual_info, mean_kl,
+    flip_rate, fused_entropy; higher = less sure) and each perspective's view; or
+    {"id"?, "line", "error"} for a bad line or row ('line': the physical line it
+    starts on, the CSV header being line 1; a Parquet row's number). Blank lines
+    are skipped. At the end a summary goes to stderr. Exits 1 if any line failed
+    (with --resume, also lines that failed in the earlier run).
     """
+    from steerunc.frames import read_input
+
     if input_path != "-" and not os.path.isfile(input_path):
         raise FileLevelError(f"{input_path}: no such input file")
     if resume and output in (None, "-"):
@@ -222,6 +329,9 @@ def score(
     if vectors_path is not None and not os.path.isfile(vectors_path):
         raise FileLevelError(f"{vectors_path}: no such vector file")
     check_model_arg(model)
+    fmt = _input_format(input_path, input_format, text_col)
+    columns = {"text": text_col, "label": label_col, "id": id_col}
+    _, lines = read_input(input_path, fmt, **columns)  # a CSV or Parquet header without these columns stops here
     setup_logging(quiet)
 
     from steerunc.fusion import FusionConfig
@@ -233,9 +343,22 @@ def score(
         raise click.BadParameter(str(exc)) from exc
     vectors = load_vectors(vectors_path) if vectors_path else None  # a malformed file stops before the model loads
     done = _done_lines(output) if resume and output else {}
+    summary = _Summary(input_path)
+    if done:
+        for line in read_jsonl(output or ""):
+            summary.add(line.data if line.data is not None else {"line": None, "error": line.error})
+    bad_before = sum(d.error for d in done.values())
+    where = f" -> {output}" if output not in (None, "-") else ""
     if done and input_path != "-":  # an output for another input stops before the model loads
-        for _ in _check_resume(read_jsonl(input_path), done, options, input_path, output or ""):
-            pass
+        left = sum(line.number not in done for line in _check_resume(lines, done, options, input_path, output or ""))
+        if not left:  # nothing to score: the model is not loaded
+            _report(summary, quiet, f"nothing left to do: all {len(done)} input lines are in {output} ({bad_before} of them errors)")
+            raise click.exceptions.Exit(1 if bad_before else 0)
+        _, lines = read_input(input_path, fmt, **columns)
+    elif done:  # stdin: checked as it is read
+        lines = _check_resume(lines, done, options, input_path, output or "")
+    rows = read_input(input_path, fmt, **columns)[1] if fmt != "jsonl" and input_path != "-" else None
+    total = _count_lines(input_path, fmt, rows)
 
     from steerunc.model import load_model
     from steerunc.scorer import Scorer, ScoreConfig
@@ -249,30 +372,36 @@ def score(
     config = ScoreConfig(coeff=coeff, layer=layer, center=center, fusion=fusion, batch_size=batch_size, max_tokens=max_tokens)
     scorer = Scorer(loaded, vectors, config)
 
-    total = _count_lines(input_path)
     n_ok = n_bad = 0
-    bad_before = sum(d.error for d in done.values())
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, disable=quiet) as progress, open_output(output, append=resume) as out:
+    columns_shown = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns_shown, console=stderr, disable=quiet) as progress, open_output(output, append=resume) as out:
         task = progress.add_task("score", total=total, completed=len(done))
-        for result in scorer.score_iter(_items(input_path, done, options, output)):
-            out.write(dumps(result.to_json()) + "\n")
+        for result in scorer.score_iter(_items(lines, done, options)):
+            record = result.to_json()
+            out.write(dumps(record) + "\n")
             out.flush()
             progress.advance(task)
+            summary.add(record)
             if isinstance(result, ErrorRecord):
                 n_bad += 1
                 if strict:
                     raise click.ClickException(f"{input_path}:{result.line}: {result.error} (--strict)")
             else:
                 n_ok += 1
-    where = f" -> {output}" if output not in (None, "-") else ""
-    if not quiet:
-        resumed = f" ({len(done)} already done, {bad_before} of them errors)" if done else ""
-        stderr.print(f"scored {n_ok} records, {n_bad} errors{resumed}{where}")
+    resumed = f" ({len(done)} already done, {bad_before} of them errors)" if done else ""
+    _report(summary, quiet, f"scored {n_ok} records, {n_bad} errors{resumed}{where}")
     if n_bad or bad_before:
         raise click.exceptions.Exit(1)
+
+
+def _report(summary: _Summary, quiet: bool, headline: str) -> None:
+    """The summary on stderr (not with -q), then any warning (always)."""
+    if not quiet:
+        stderr.print("\n".join([headline, *summary.lines()]), markup=False, highlight=False, soft_wrap=True)
+    for warning in summary.warnings():
+        stderr.print(warning, markup=False, highlight=False, soft_wrap=True)
 
 
 COMMANDS = [score]
