@@ -14,8 +14,14 @@ Steps (docs/benchmarks.md):
    prompt ensemble with each perspective written into the prompt (``prompt``,
    K+1 plain passes); ``msp`` and ``entropy`` come free with the base view;
 4. calibrate every score on the calibration split (isotonic) and evaluate on
-   the evaluated split;
+   the evaluated split; then what steering adds (``quality_adds``): the combined
+   calibrator ``msp+mutual_info+mean_kl+flip_rate@logistic`` against calibrated
+   ``msp``, paired, for every method, and the option prior's effect on accuracy;
 5. write ``<out>/<run>.json`` (and the intermediate files under ``<out>/<run>/``).
+
+``--reuse-scored`` re-judges the scored files of an earlier run; when every
+scored file is complete and the earlier run's JSON and vector file are there,
+no model is loaded.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from quality_adds import COMBINED  # noqa: E402
 from quality_data import DATASETS, PER_PERSPECTIVE, by_length, load_task  # noqa: E402
 
 METHODS = ("steer", "random", "prompt")
@@ -90,12 +97,16 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _complete(path: str, n: int) -> bool:
-    """Whether ``path`` holds one scored line per record (a finished earlier run)."""
+def _complete(path: str, ids: list[Any]) -> bool:
+    """Whether ``path`` holds one scored line per record, with the records' ids in their order (a
+    finished earlier run on these records)."""
     if not os.path.exists(path):
         return False
-    with open(path, encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip()) == n
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line).get("id") for line in handle if line.strip()] == ids
+    except (ValueError, AttributeError):  # a line cut short by an interrupted run, or not an object
+        return False
 
 
 def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list[str]) -> list[str]:
@@ -126,17 +137,62 @@ def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list
                     cals.append(cal)
         cmds.append(f"steerunc evaluate {q(files[f'{method}_eval'])} --target base "
                     + " ".join(f"--calibrator {q(c)}" for c in cals) + " --json")
+        # what steering adds (quality_adds): the combination against calibrated msp, fitted the same way
+        for target in ("base", "fused"):
+            pair = []
+            for scores, tail in ((",".join(COMBINED), "combined"), ("msp", "msp-logistic")):
+                cal = os.path.join(files["dir"], method, f"cal-{target}-{tail}.json")
+                cmds.append(f"steerunc calibrate {q(files[f'{method}_cal'])} --scores {scores} --method logistic "
+                            f"--target {target} -o {q(cal)}")
+                pair.append(cal)
+            cmds.append(f"steerunc evaluate {q(files[f'{method}_eval'])} --target {target} "
+                        + " ".join(f"--calibrator {q(c)}" for c in pair) + " --json")
+    for target in ("base", "fused"):
+        prior = os.path.join(files["dir"], "prior", f"prior-{target}.json")
+        cmds.append(f"steerunc calibrate-prior {q(files['steer_cal'])} --target {target} -o {q(prior)}")
+        cmds.append(f"steerunc evaluate {q(files['steer_eval'])} --target {target} --prior {q(prior)} --json")
     return cmds
 
 
-def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds: float = 0.0) -> dict[str, Any]:
-    from steerunc.fusion import FusionConfig
-    from steerunc.model import load_model
-    from steerunc.scorer import ScoreConfig, Scorer
+_REJUDGED = ("re-judged with --reuse-scored without loading the model: load_model, build_vectors, score_* and "
+             "total are the earlier run's; evaluate and rejudge_total are this run's")
 
+
+class _Model:
+    """The model, loaded on first use and then shared by every data set of the run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.model, self.seconds = args, None, 0.0
+
+    def get(self) -> Any:
+        if self.model is None:
+            from steerunc.model import load_model
+
+            tick = time.perf_counter()
+            self.model = load_model(self.args.model, device=self.args.device)
+            self.seconds = time.perf_counter() - tick
+        return self.model
+
+
+def _earlier(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The JSON of the earlier run with this name (--reuse-scored), or {}."""
+    path = os.path.join(args.out, f"{name}.json")
+    if not (args.reuse_scored and os.path.exists(path)):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) -> dict[str, Any]:
+    from steerunc.fusion import FusionConfig
+    from steerunc.scorer import ScoreConfig, Scorer
+    from steerunc.vectors import load_vectors
+
+    from quality_adds import prior_effect, steering_adds
     from quality_eval import judge
     from quality_scoring import build_perspective_vectors, prompt_ensemble, random_vectors, read_records, score_records
 
+    models = models or _Model(args)
     started = time.perf_counter()
     task = load_task(dataset, args.data_dir, args.n, args.n_cal, args.k, args.seed, args.per_perspective)
     name = f"{dataset}-{args.model if os.sep not in args.model else os.path.basename(args.model)}-n{args.n}"
@@ -152,48 +208,68 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         _write_jsonl(files[f"records_{split}"], by_length(getattr(task, split)))
         for method in args.methods:
             files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
-    timings: dict[str, float | None] = {}
-    earlier: dict[str, float] = {}  # --reuse-scored: the scoring timings of the run that wrote the files
-    if args.reuse_scored and os.path.exists(os.path.join(args.out, f"{name}.json")):
-        with open(os.path.join(args.out, f"{name}.json"), encoding="utf-8") as handle:
-            earlier = json.load(handle).get("timings_s", {})
-
-    if model is None:
-        tick = time.perf_counter()
-        model = load_model(args.model, device=args.device)
-        load_seconds = time.perf_counter() - tick
-    timings["load_model"] = load_seconds
-    tick = time.perf_counter()
-    vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
-    timings["build_vectors"] = time.perf_counter() - tick
-    fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m, method=args.fusion)
-    config = ScoreConfig(coeff=args.coeff, layer=args.layer, center=args.center, fusion=fusion,
-                         batch_size=args.batch_size)
     records = {split: read_records(files[f"records_{split}"]) for split in ("cal", "eval")}
-    scorers = {"steer": Scorer(model, vectors, config)}
-    if "random" in args.methods:
-        scorers["random"] = Scorer(model, random_vectors(vectors, args.seed, files["random_vectors"]), config)
-    for method in args.methods:
-        for split in ("cal", "eval"):
-            out = files[f"{method}_{split}"]
-            if args.reuse_scored and _complete(out, len(records[split])):
-                timings[f"score_{method}_{split}"] = earlier.get(f"score_{method}_{split}")
-                print(f"[{name}] {method}/{split}: reusing {out}", file=sys.stderr)
-                continue
-            if method == "prompt":
-                seconds = prompt_ensemble(model, records[split], task.perspectives, fusion, out, args.plain_batch_size)
-            else:
-                seconds = score_records(scorers[method], records[split], out)
-            timings[f"score_{method}_{split}"] = seconds
-            print(f"[{name}] {method}/{split}: {len(records[split])} records in {seconds:.1f}s", file=sys.stderr)
+    earlier = _earlier(args, name)  # --reuse-scored: the run that wrote the scored files
+    reuse = {f"{method}_{split}": args.reuse_scored and _complete(files[f"{method}_{split}"],
+                                                                  [r.id for r in records[split]])
+             for method in args.methods for split in ("cal", "eval")}
+    # every scored file already there, with the vectors and the earlier JSON: judge without the model
+    no_model = all(reuse.values()) and bool(earlier.get("model")) and os.path.exists(files["vectors"])
+    timings: dict[str, Any] = {}
+    if no_model:
+        for key in ("coeff", "tau", "fusion", "alpha", "top_m", "seed"):
+            if key in earlier.get("settings", {}) and earlier["settings"][key] != getattr(args, key):
+                raise SystemExit(f"[{name}] --reuse-scored: the scored files were made with {key} "
+                                 f"{earlier['settings'][key]!r}, not {getattr(args, key)!r}; drop --reuse-scored "
+                                 "to score again, or pass the earlier setting")
+        vectors = load_vectors(files["vectors"])
+        model_info, centred = earlier["model"], earlier["settings"]["center"]
+        before = earlier.get("timings_s", {})
+        timings.update({k: v for k, v in before.items() if k not in ("evaluate", "rejudge_total", "note")})
+        timings["note"] = _REJUDGED
+        if before.get("note") not in (None, _REJUDGED):
+            timings["note_earlier"] = before["note"]
+        print(f"[{name}] every scored file is complete: re-judging them, no model loaded", file=sys.stderr)
+    else:
+        model = models.get()
+        timings["load_model"] = models.seconds
+        tick = time.perf_counter()
+        vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
+        timings["build_vectors"] = time.perf_counter() - tick
+        model_info = {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
+                      "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)}
+        fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m, method=args.fusion)
+        config = ScoreConfig(coeff=args.coeff, layer=args.layer, center=args.center, fusion=fusion,
+                             batch_size=args.batch_size)
+        scorers = {"steer": Scorer(model, vectors, config)}
+        centred = scorers["steer"].centred
+        if "random" in args.methods:
+            scorers["random"] = Scorer(model, random_vectors(vectors, args.seed, files["random_vectors"]), config)
+        for method in args.methods:
+            for split in ("cal", "eval"):
+                out = files[f"{method}_{split}"]
+                if reuse[f"{method}_{split}"]:
+                    timings[f"score_{method}_{split}"] = earlier.get("timings_s", {}).get(f"score_{method}_{split}")
+                    print(f"[{name}] {method}/{split}: reusing {out}", file=sys.stderr)
+                    continue
+                if method == "prompt":
+                    seconds = prompt_ensemble(model, records[split], task.perspectives, fusion, out,
+                                              args.plain_batch_size)
+                else:
+                    seconds = score_records(scorers[method], records[split], out)
+                timings[f"score_{method}_{split}"] = seconds
+                print(f"[{name}] {method}/{split}: {len(records[split])} records in {seconds:.1f}s", file=sys.stderr)
 
     results: dict[str, Any] = {}
     tick = time.perf_counter()
     for method in args.methods:
         results[method] = judge(files[f"{method}_cal"], files[f"{method}_eval"], os.path.join(work, method),
                                 n_boot=args.bootstrap, seed=args.seed)
+    adds = steering_adds(files, args.methods, work, n_boot=args.bootstrap, seed=args.seed)
+    prior = prior_effect(files["steer_cal"], files["steer_eval"], os.path.join(work, "prior"),
+                         n_boot=args.bootstrap, seed=args.seed)
     timings["evaluate"] = time.perf_counter() - tick
-    timings["total"] = time.perf_counter() - started
+    timings["rejudge_total" if no_model else "total"] = time.perf_counter() - started
 
     argv = ["python", "benchmarks/bench_quality.py", "--dataset", dataset, "--n", str(args.n),
             "--model", args.model, "--k", str(args.k)]
@@ -220,10 +296,8 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
                          "mean_cosine": vectors.mean_cosine()},
         "sources": [os.path.relpath(p, args.data_dir) for p in task.sources],
         "n_eval": len(task.eval), "n_cal": len(task.cal),
-        "model": {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
-                  "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)},
-        "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer,
-                     "center": scorers["steer"].centred,
+        "model": model_info,
+        "settings": {"k": len(vectors.names), "coeff": args.coeff, "layer": vectors.layer, "center": centred,
                      "tau": args.tau, "fusion": args.fusion,
                      "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed, "bootstrap": args.bootstrap,
                      "calibration": "isotonic, fitted on the calibration split", "batch_size": args.batch_size},
@@ -231,27 +305,23 @@ def run(args: argparse.Namespace, dataset: str, model: Any = None, load_seconds:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "steerunc_version": __version__,
         "results": results,
+        "steering_adds": adds,
+        "option_prior": prior,
         "cli_equivalents": _cli_commands(args, files, args.methods),
     }
     path = os.path.join(args.out, f"{name}.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
-    print(f"[{name}] wrote {path} in {timings['total']:.0f}s", file=sys.stderr)
+    print(f"[{name}] wrote {path} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    model, seconds = None, 0.0
-    if len(args.datasets) > 1:  # load once for all
-        from steerunc.model import load_model
-
-        tick = time.perf_counter()
-        model = load_model(args.model, device=args.device)
-        seconds = time.perf_counter() - tick
+    models = _Model(args)  # loaded once, on first use, for every data set
     for dataset in args.datasets:
-        run(args, dataset, model, seconds)
+        run(args, dataset, models)
     return 0
 
 

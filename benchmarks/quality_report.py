@@ -4,7 +4,10 @@
 
 Prints Markdown to stdout: the error-detection table, the prediction table
 (accuracy and distance to people's label distributions), the cost table with
-each run's command, and, for each ``--sweep`` file, the sweep summary.
+each run's command; for runs that measured them, what steering adds (the
+combined calibrator against calibrated msp, per method and prediction), the
+option prior's effect on accuracy and the fused-vs-base table of every method;
+and, for each ``--sweep`` file, the sweep summary.
 """
 
 from __future__ import annotations
@@ -104,8 +107,9 @@ def cost_table(reports: list[dict[str, Any]]) -> str:
         t = report["timings_s"]
         lines.append(
             f"| {report['dataset']} | {report['n_eval']} / {report['n_cal']} | {report['settings']['k']} | "
-            f"{t['build_vectors']:.0f} | {_secs(t.get('score_steer_eval'))} | {_secs(t.get('score_prompt_eval'))} | "
-            f"{_secs(t.get('score_random_eval'))} | {t['total']:.0f} | `{report['command']}` |"
+            f"{_secs(t.get('build_vectors'))} | {_secs(t.get('score_steer_eval'))} | "
+            f"{_secs(t.get('score_prompt_eval'))} | "
+            f"{_secs(t.get('score_random_eval'))} | {_secs(t.get('total'))} | `{report['command']}` |"
         )
     return "\n".join(lines)
 
@@ -119,6 +123,93 @@ def perspectives_table(reports: list[dict[str, Any]]) -> str:
         centred = "centred vectors" if report["settings"].get("center") else "raw vectors"
         lines.append(f"| {report['dataset']} | {p['recipe']} | {names} | {_num(p.get('mean_cosine'), 2)} | "
                      f"{centred} | {p['how']} |")
+    return "\n".join(lines)
+
+
+def _paired(d: dict[str, Any] | None) -> str:
+    return "n/a" if not d else _ci(d["difference"], d["ci"])
+
+
+def adds_table(reports: list[dict[str, Any]], target: str) -> str:
+    """Combined calibrator vs calibrated msp, both fitted on the calibration split, judged against the
+    errors of ``target``'s prediction on the evaluated split; differences paired over records."""
+    lines = [
+        "| data set | scores from | n (errors) | AUROC: combined | msp | combined − msp [95% CI] | "
+        "PRR: combined | msp | combined − msp [95% CI] | AUROC combined − steering's combined [95% CI] | "
+        "weights: msp, mutual_info, mean_kl, flip_rate | AUROC of raw msp |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | --- | --- | ---: |",
+    ]
+    for report in reports:
+        per = (report.get("steering_adds") or {}).get(target, {})
+        for method in ("steer", "prompt", "random"):
+            if method not in per:
+                continue
+            m = per[method]
+            if "skipped" in m:
+                lines.append(f"| {report['dataset']} | {METHOD_NAMES[method]} | n/a | n/a: {m['skipped']} |"
+                             + " |" * 8)
+                continue
+            vs = (m.get("combined_minus_steer") or {}).get("auroc") if method != "steer" else None
+            weights = ", ".join(f"{w:+.2f}" for w in m["combined"]["weights"].values())
+            lines.append(
+                f"| {report['dataset']} | {METHOD_NAMES[method]} | {m['n']} ({m['errors']}) | "
+                f"{_num(m['combined']['auroc'])} | {_num(m['msp']['auroc'])} | "
+                f"{_paired(m['auroc_combined_minus_msp'])} | "
+                f"{_num(m['combined']['prr'])} | {_num(m['msp']['prr'])} | {_paired(m['prr_combined_minus_msp'])} | "
+                f"{'—' if method == 'steer' else _paired(vs)} | {weights} | {_num(m['msp'].get('raw_auroc'))} |"
+            )
+    return "\n".join(lines)
+
+
+def _temperature(t: float) -> str:
+    """T, or that it reached OptionPrior's bound e^7 (the logits then say nothing about the labels)."""
+    return f"{t:.0f} (bound e⁷)" if t > 900 else f"{t:.2f}"
+
+
+def prior_table(reports: list[dict[str, Any]]) -> str:
+    """Accuracy before and after the option prior (fitted on the calibration split), paired."""
+    lines = ["| data set | n | base | base+prior | base+prior − base [95% CI] | answers changed | "
+             "majority label of cal: accuracy | T | fused | fused+prior | fused+prior − fused [95% CI] |",
+             "| --- | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |"]
+    for report in reports:
+        prior = report.get("option_prior")
+        if not prior:
+            continue
+        b, f = prior.get("base", {}), prior.get("fused", {})
+        if "skipped" in b:
+            lines.append(f"| {report['dataset']} | {report['n_eval']} | n/a: {b['skipped']} |" + " |" * 8)
+            continue
+        fused = (["n/a", "n/a", "n/a"] if "skipped" in f or not f else
+                 [_num(f["accuracy"]), _num(f["accuracy_prior"]), _ci(f["difference"], f["ci"])])
+        lines.append(
+            f"| {report['dataset']} | {b['n']} | {_num(b['accuracy'])} | {_num(b['accuracy_prior'])} | "
+            f"{_ci(b['difference'], b['ci'])} | {b['changed']} | "
+            f"{b['majority_label']}: {_num(b['majority_accuracy'])} | "
+            f"{_temperature(b['temperature'])} | " + " | ".join(fused) + " |"
+        )
+    return "\n".join(lines)
+
+
+def fused_table(reports: list[dict[str, Any]]) -> str:
+    """The fused prediction against the base one, paired over the evaluated records, for every method."""
+    lines = ["| data set | views from | n | accuracy: base | fused | fused − base [95% CI] (answers changed) | "
+             "JS to people: base | fused | fused − base [95% CI] |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
+    for report in reports:
+        res = report["results"]
+        for method in ("steer", "prompt", "random"):
+            if method not in res:
+                continue
+            r, acc, human = res[method], res[method].get("accuracy_fused_minus_base"), res[method].get("human")
+            js = ([_num(human["base"]["js_distance"]), _num(human["fused"]["js_distance"]),
+                   _ci(human["fused_minus_base"]["js_distance"], human["fused_minus_base"]["ci"])]
+                  if human else ["n/a"] * 3)
+            lines.append(
+                f"| {report['dataset']} | {METHOD_NAMES[method]} | {r['base']['n']} | {_num(r['base']['accuracy'])} | "
+                f"{_num(r['fused']['accuracy'])} | "
+                + (f"{_ci(acc['difference'], acc['ci'])} ({acc['changed']})" if acc else "n/a")
+                + " | " + " | ".join(js) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -188,6 +279,14 @@ def main(argv: list[str] | None = None) -> int:
              "### Predictions: accuracy, and Jensen-Shannon distance to people's label distribution",
              prediction_table(reports), "### Perspectives", perspectives_table(reports),
              "### Cost and commands", cost_table(reports)]
+    added = [r for r in reports if r.get("steering_adds")]
+    if added:
+        parts += ["### What steering adds: combined calibrator vs calibrated msp (errors of the base prediction)",
+                  adds_table(added, "base"),
+                  "### What steering adds: the same against the errors of the fused prediction",
+                  adds_table(added, "fused"),
+                  "### Option prior: accuracy before and after (fitted on the calibration split)", prior_table(added),
+                  "### Fused vs base prediction, paired, every method", fused_table(added)]
     for path in args.sweep:
         sweep = json.load(open(path))
         parts += [f"### Sweep `{os.path.relpath(path)}` (dev parts only, {sweep['seconds']:,.0f} s)",

@@ -79,8 +79,32 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path) -> None:
                                *map(str, sorted(out.glob("*-tiny-random-n6-k2.json")))],
                               capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
-    # 2 free + 3 x 4 steering-score rows of error detection, 1 row of predictions
-    assert rendered.stdout.count("| sst2 | 6 | ") == 15 and "centred vectors" in rendered.stdout
+    # 2 free + 3 x 4 steering-score rows of error detection, 1 row of predictions, 1 row of the option prior
+    assert rendered.stdout.count("| sst2 | 6 | ") == 16 and "centred vectors" in rendered.stdout
+    assert "### What steering adds" in rendered.stdout and "### Fused vs base prediction" in rendered.stdout
+    # what steering adds: the combination and calibrated msp, fitted on cal, as `steerunc evaluate` judges them
+    adds = report["steering_adds"]
+    assert set(adds["base"]) == set(adds["fused"]) == {"steer", "random", "prompt"}
+    assert set(report["option_prior"]) == {"base", "fused"}
+    steer = adds["base"]["steer"]
+    if "skipped" not in steer:  # the tiny model's calibration split has errors and correct answers
+        folder = out / "sst2-tiny-random-n6-k2" / "steer"
+        cli = subprocess.run([sys.executable, "-c", "from steerunc.cli import main; main()", "evaluate", str(scored),
+                              "--target", "base", "--calibrator", str(folder / "cal-base-combined.json"),
+                              "--calibrator", str(folder / "cal-base-msp-logistic.json"),
+                              "--bootstrap", "0", "--no-smooth", "--json"], capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        rows = json.loads(cli.stdout)["scores"]
+        assert rows["msp+mutual_info+mean_kl+flip_rate@logistic"]["auroc"] == pytest.approx(steer["combined"]["auroc"])
+        assert rows["msp@platt"]["auroc"] == pytest.approx(steer["msp"]["auroc"])
+    # --reuse-scored re-judges the complete scored files without loading the model, to the same numbers
+    again = subprocess.run(cmd + ["--reuse-scored"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("no model loaded") == 2
+    rejudged = json.loads((out / "sst2-tiny-random-n6-k2.json").read_text())
+    for key in ("results", "steering_adds", "option_prior", "model", "settings", "command"):
+        assert rejudged[key] == report[key], key
+    assert rejudged["timings_s"]["total"] == report["timings_s"]["total"] and "rejudge_total" in rejudged["timings_s"]
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real data sets are not beside this checkout")
@@ -116,3 +140,68 @@ def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(tiny: Any) -> No
     for ours, theirs in zip(_PlainScorer(tiny, 8).score(records), full.score(records)):
         assert ours.base_logits == pytest.approx(theirs.base_logits, abs=1e-5)  # type: ignore[union-attr]
         assert ours.scores["mutual_info"] == theirs.scores["mutual_info"] == 0.0  # type: ignore[union-attr]
+
+
+def _scored_file(path: Path, seed: int, informative: bool, n: int = 400, options: list[str] | None = None) -> None:
+    """Scored records (ids ``<seed>-<i>``) whose base logits lean towards "Yes" by 3 nats and whose
+    errors ``mutual_info`` tells apart (``informative``) far better than msp does; otherwise it is noise.
+    The same seed gives the same records, labels and predictions either way."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as handle:
+        for i in range(n):
+            truth = rng.normal(0.0, 2.0)
+            label = "Yes" if rng.uniform() < 1 / (1 + np.exp(-truth)) else "No"
+            logits = {"Yes": truth + 3.0, "No": 0.0}
+            top = max(logits.values())
+            total = sum(np.exp(u - top) for u in logits.values())
+            probs = {k: float(np.exp(v - top) / total) for k, v in logits.items()}
+            prediction = max(probs, key=probs.__getitem__)
+            wrong = float(prediction != label)
+            scores = {"msp": 1 - max(probs.values()), "entropy": 0.5, "fused_entropy": 0.5,
+                      "mutual_info": (2.0 * wrong if informative else 0.0) + rng.normal(0.0, 0.7),
+                      "mean_kl": rng.normal(), "flip_rate": float(rng.integers(0, 7)) / 6}
+            record = {"id": f"{seed}-{i}", "mode": "options", "prediction": prediction, "probs": probs,
+                      "base_prediction": prediction, "base_probs": probs, "logits": logits, "base_logits": logits,
+                      "scores": scores, "label": label}
+            if options is not None and i % 2:  # another option list on every other record
+                record["base_logits"] = record["logits"] = {**logits, options[0]: -5.0}
+            handle.write(json.dumps(record) + "\n")
+
+
+def test_steering_adds_and_prior_on_synthetic_scored_files(tmp_path: Path) -> None:
+    """quality_adds on files with a known answer: the combination beats calibrated msp (paired interval
+    above 0) when mutual_info carries the errors, a control whose mutual_info is noise does worse than
+    it, and the option prior undoes a 3-nat lean towards "Yes"."""
+    from quality_adds import prior_effect, steering_adds
+
+    files = {}
+    for method, informative in (("steer", True), ("random", False)):
+        for split, seed in (("cal", 1), ("eval", 2)):
+            files[f"{method}_{split}"] = str(tmp_path / f"scored-{method}-{split}.jsonl")
+            _scored_file(Path(files[f"{method}_{split}"]), seed, informative)
+    adds = steering_adds(files, ["steer", "random"], str(tmp_path), n_boot=200, seed=0)
+    steer, control = adds["base"]["steer"], adds["base"]["random"]
+    diff = steer["auroc_combined_minus_msp"]
+    assert diff["difference"] == pytest.approx(steer["combined"]["auroc"] - steer["msp"]["auroc"])
+    # weights are per standard deviation of the oriented score (+ = the expected sign: more MI, less sure)
+    assert diff["ci"][0] > 0.05 and steer["combined"]["weights"]["mutual_info"] > 1
+    assert steer["msp"]["auroc"] == pytest.approx(steer["msp"]["raw_auroc"]) and steer["msp"]["slope"] > 0
+    assert control["combined_minus_steer"]["auroc"]["ci"][1] < 0
+    # the saved calibrators give the same AUROC through `steerunc evaluate`
+    cli = subprocess.run([sys.executable, "-c", "from steerunc.cli import main; main()", "evaluate",
+                          files["steer_eval"], "--target", "base", "--calibrator", str(tmp_path / "steer" /
+                          "cal-base-combined.json"), "--bootstrap", "0", "--no-smooth", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    auroc = json.loads(cli.stdout)["scores"]["msp+mutual_info+mean_kl+flip_rate@logistic"]["auroc"]
+    assert auroc == pytest.approx(steer["combined"]["auroc"])
+
+    prior = prior_effect(files["steer_cal"], files["steer_eval"], str(tmp_path / "prior"), n_boot=200)["base"]
+    assert prior["accuracy_prior"] > prior["accuracy"] + 0.1 and prior["ci"][0] > 0 and prior["changed"] > 0
+    assert prior["accuracy_prior"] >= prior["majority_accuracy"] and (tmp_path / "prior" / "prior-base.json").exists()
+    mixed = tmp_path / "mixed.jsonl"
+    _scored_file(mixed, 3, True, n=20, options=["Maybe"])
+    assert prior_effect(str(mixed), str(mixed), str(tmp_path / "p2"))["base"]["skipped"] == (
+        "records offer different option lists")

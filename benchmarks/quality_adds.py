@@ -1,0 +1,192 @@
+"""What steering adds, measured with the judging wing's own estimators (issue #11, items 1 and 2).
+
+For one data set's scored files (calibration split, evaluated split; one pair per method):
+
+* ``steering_adds``: the combined calibrator ``msp+mutual_info+mean_kl+flip_rate@logistic``
+  (:class:`~steerunc.calibration_combined.CombinedCalibrator`, what
+  ``steerunc calibrate --scores msp,mutual_info,mean_kl,flip_rate --method logistic`` fits)
+  against calibrated ``msp`` alone (``--scores msp --method logistic``: Platt scaling), both
+  fitted on the calibration split only and judged on the evaluated split against the same
+  errors: AUROC and PRR of each, and the paired difference with a 95 % percentile bootstrap
+  interval (the evaluated records resampled, the same resample for both scores). Built from
+  each method's scores, so the random-vector and prompt-ensemble runs are the controls; each
+  control's combination is also compared with the steering one, paired.
+* ``prior_effect``: the option prior (:class:`~steerunc.option_prior.OptionPrior`, what
+  ``steerunc calibrate-prior`` fits) fitted on the calibration split and applied to the
+  evaluated split: accuracy before and after, paired, with the accuracy of always answering the
+  calibration split's most frequent label beside it.
+
+Calibrated confidences are read from the records with :mod:`steerunc.confidence`, as
+``steerunc evaluate --calibrator`` reads them; a ranking metric of a calibrated score uses
+-g(scores), as ``evaluate`` does, so a score whose fitted weight is negative ranks the other way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from steerunc.calibration import CalibrationError, Calibrator, make_calibrator, save_calibrator
+from steerunc.confidence import calibrated_confidence
+from steerunc.errors import InputError
+from steerunc.metrics import bootstrap_interval, error_auroc, prr
+from steerunc.option_prior import OptionPrior, option_logits, save_prior
+from steerunc.scored import TARGETS, read_scored, record_keys, score_matrix
+
+__all__ = ["COMBINED", "steering_adds", "prior_effect", "paired"]
+
+#: the scores the combined calibrator reads (the combination docs/calibration.md leads with)
+COMBINED = ("msp", "mutual_info", "mean_kl", "flip_rate")
+Metric = Callable[[np.ndarray, np.ndarray], float | None]
+METRICS: dict[str, Metric] = {"auroc": error_auroc, "prr": prr}
+
+
+def paired(metric: Metric, first: np.ndarray, second: np.ndarray, correct_first: np.ndarray,
+           correct_second: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """metric(first) - metric(second), each against its own correctness, on the same records, with
+    a percentile bootstrap interval (one resample of the records for both)."""
+    def diff(u1: np.ndarray, u2: np.ndarray, y1: np.ndarray, y2: np.ndarray) -> float | None:
+        a, b = metric(u1, y1), metric(u2, y2)
+        return None if a is None or b is None else a - b
+
+    value = diff(first, second, correct_first, correct_second)
+    ci = bootstrap_interval(diff, [first, second, correct_first, correct_second], n_boot, seed=seed)
+    return {"difference": value, "ci": None if ci is None else list(ci)}
+
+
+def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str,
+                   out: str) -> tuple[Calibrator, np.ndarray, np.ndarray, list[Any]]:
+    """A logistic calibrator of ``scores`` fitted on the calibration file and saved to ``out``; its
+    uncertainty -g(scores) on the evaluated file's labelled records, their correctness and ids.
+    CalibrationError when the calibration split cannot be calibrated (no errors, or no correct)."""
+    cal = read_scored(cal_path)
+    records, correct, _ = cal.labelled(TARGETS[target])
+    calibrator = make_calibrator("logistic", scores[0], target=target, scores=scores)
+    values = score_matrix(records, scores, cal_path)
+    calibrator.fit(values if calibrator.input_kind == "scores" else values[:, 0], correct)
+    calibrator.fitted_on_ = frozenset(record_keys(d for _, d in records))
+    save_calibrator(calibrator, out, source=os.path.basename(cal_path))
+    evaluated, ok, _ = read_scored(eval_path).labelled(TARGETS[target])
+    confidence = calibrated_confidence(calibrator, evaluated, eval_path)
+    return calibrator, -confidence, ok, [d.get("id") for _, d in evaluated]
+
+
+def _metrics(u: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, metric in METRICS.items():
+        ci = bootstrap_interval(metric, [u, y], n_boot, seed=seed)
+        out[name], out[f"{name}_ci"] = metric(u, y), None if ci is None else list(ci)
+    return out
+
+
+def _raw_msp(eval_path: str, target: str) -> np.ndarray:
+    """The msp score itself (1 - max of the base probabilities) on the evaluated file's labelled records."""
+    records, _, _ = read_scored(eval_path).labelled(TARGETS[target])
+    return score_matrix(records, ["msp"], eval_path)[:, 0]
+
+
+def _one(cal_path: str, eval_path: str, target: str, out_dir: str, n_boot: int,
+         seed: int) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, list[Any]] | None]:
+    """Combined vs calibrated msp for one method's files and one target."""
+    try:
+        combined, u_c, y, ids = _fit_and_apply(cal_path, eval_path, list(COMBINED), target,
+                                               os.path.join(out_dir, f"cal-{target}-combined.json"))
+        single, u_m, y_m, ids_m = _fit_and_apply(cal_path, eval_path, ["msp"], target,
+                                                 os.path.join(out_dir, f"cal-{target}-msp-logistic.json"))
+    except CalibrationError as exc:
+        return {"skipped": str(exc)}, None
+    if ids != ids_m or not np.array_equal(y, y_m):  # pragma: no cover  (the same records, read twice)
+        raise RuntimeError(f"{eval_path}: the records read for the two calibrators differ")
+    result: dict[str, Any] = {
+        "n": int(y.size), "errors": int(np.sum(y == 0)),
+        "combined": {"label": combined.label, "weights": dict(zip(COMBINED, map(float, combined.coef_))),
+                     **_metrics(u_c, y, n_boot, seed)},
+        "msp": {"label": single.label, "slope": float(single.coef_), **_metrics(u_m, y, n_boot, seed),
+                "raw_auroc": error_auroc(_raw_msp(eval_path, target), y)},
+    }
+    for name, metric in METRICS.items():
+        result[f"{name}_combined_minus_msp"] = paired(metric, u_c, u_m, y, y, n_boot, seed)
+    return result, (u_c, y, ids)
+
+
+def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: int = 1000,
+                  seed: int = 0) -> dict[str, Any]:
+    """For each method and target (base, fused): combined vs calibrated msp; for each control method,
+    its combination vs the steering one (paired over the evaluated records)."""
+    out: dict[str, Any] = {"scores": list(COMBINED), "method": "logistic (L2, C=1, standardised scores)",
+                           "baseline": "msp@platt (steerunc calibrate --scores msp --method logistic)"}
+    for target in ("base", "fused"):
+        per: dict[str, Any] = {}
+        kept: dict[str, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
+        for method in methods:
+            folder = os.path.join(work, method)
+            os.makedirs(folder, exist_ok=True)
+            per[method], arrays = _one(files[f"{method}_cal"], files[f"{method}_eval"], target, folder, n_boot, seed)
+            if arrays is not None:
+                kept[method] = arrays
+        for method in methods:
+            if method == "steer" or method not in kept or "steer" not in kept or kept[method][2] != kept["steer"][2]:
+                continue
+            (u_x, y_x, _), (u_s, y_s, _) = kept[method], kept["steer"]
+            per[method]["combined_minus_steer"] = {
+                name: paired(metric, u_x, u_s, y_x, y_s, n_boot, seed) for name, metric in METRICS.items()}
+        out[target] = per
+    return out
+
+
+def _labelled_logits(path: str, target: str) -> tuple[list[str], np.ndarray, np.ndarray, list[tuple[int, dict]]]:
+    """Option logits (records x options, in the first record's order), label indices and the records;
+    InputError when the records do not all offer the same options."""
+    scored = read_scored(path)
+    records = [(ln, d) for ln, d in scored.records if d.get("label") is not None]
+    if not records:
+        raise InputError("no labelled records", path=path)
+    rows = [option_logits(d, target, path, ln) for ln, d in records]
+    options = list(rows[0])
+    for (line, _), row in zip(records, rows):
+        if sorted(row) != sorted(options):
+            raise InputError(f"records offer different option lists ({options} on line {records[0][0]}, "
+                             f"{list(row)} on line {line}): one prior per option list", path=path)
+    z = np.array([[row[o] for o in options] for row in rows])
+    labels = np.array([options.index(str(d["label"])) for _, d in records])
+    return options, z, labels, records
+
+
+def prior_effect(cal_path: str, eval_path: str, out_dir: str, n_boot: int = 1000, seed: int = 0,
+                 targets: tuple[str, ...] = ("base", "fused")) -> dict[str, Any]:
+    """Accuracy of each target's prediction before and after the option prior fitted on the
+    calibration split, on the evaluated split, paired; or ``{"skipped": why}``."""
+    out: dict[str, Any] = {}
+    os.makedirs(out_dir, exist_ok=True)
+    for target in targets:
+        try:
+            options, z, labels, records = _labelled_logits(cal_path, target)
+            evaluated = _labelled_logits(eval_path, target)[3]
+            prior = OptionPrior(target).fit(z, labels, options)
+            prior.fitted_on_ = frozenset(record_keys(d for _, d in records))
+            corrected = [prior.correct(d, eval_path, ln) for ln, d in evaluated]
+        except InputError as exc:
+            out[target] = {"skipped": "records offer different option lists" if "option lists" in str(exc)
+                           else "cannot be fitted", "detail": f"{os.path.basename(exc.path or '')}: {exc.message}"}
+            continue
+        save_prior(prior, os.path.join(out_dir, f"prior-{target}.json"), source=os.path.basename(cal_path))
+        tgt = TARGETS[target]
+        before = np.array([float(d[tgt.prediction] == d["label"]) for _, d in evaluated])
+        after = np.array([float(d[tgt.correct]) for d in corrected])
+        majority = Counter(options[i] for i in labels).most_common(1)[0][0]
+        diff = after - before
+        ci = bootstrap_interval(lambda v: float(v.mean()), [diff], n_boot, seed=seed)
+        out[target] = {
+            "n": int(diff.size), "options": options, "temperature": prior.temperature_,
+            "bias": dict(zip(options, map(float, prior.bias_))), "n_cal": int(labels.size),
+            "accuracy": float(before.mean()), "accuracy_prior": float(after.mean()),
+            "difference": float(diff.mean()), "ci": None if ci is None else list(ci),
+            "changed": int(sum(d[tgt.prediction] != e[tgt.prediction] for d, (_, e) in zip(corrected, evaluated))),
+            "majority_label": majority,
+            "majority_accuracy": float(np.mean([d["label"] == majority for _, d in evaluated])),
+        }
+    return out
