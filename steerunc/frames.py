@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from steerunc.errors import InputError
-from steerunc.io import Line, read_csv, read_jsonl, read_parquet
+from steerunc.io import Line, read_jsonl
+from steerunc.tables import read_csv, read_parquet
 from steerunc.records import ErrorRecord, Record, record_from_json
 
 if TYPE_CHECKING:

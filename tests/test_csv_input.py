@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from steerunc.cli import main
-from steerunc.io import format_of, read_csv, sniff_format
+from steerunc.tables import format_of, read_csv, sniff_format
 
 from conftest import MODERATION
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -21,115 +20,13 @@ from steerunc.cli.common import (
     stderr,
     translate_errors,
 )
+from steerunc.cli.resume import Done, check_resume, done_lines
 from steerunc.errors import InputError, VectorsError
-from steerunc.io import FORMATS, Line, dumps, format_of, open_output, read_jsonl, sniff_format
+from steerunc.io import Line, dumps, open_output, read_jsonl
 from steerunc.records import ErrorRecord, Record, id_of, record_from_json
+from steerunc.tables import FORMATS, format_of, sniff_format
 
 __all__ = ["COMMANDS", "score"]
-
-
-@dataclass(frozen=True)
-class _Done:
-    """What an earlier run wrote for one input line, as far as resuming checks it."""
-
-    id: str | None  # as text
-    error: bool
-    mode: str | None
-    options: frozenset[str] | None
-    label: str | None
-
-
-def _as_text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _done_lines(path: str) -> dict[int, _Done]:
-    """Input line numbers an earlier run already wrote, with what it wrote; drops a half-written last line."""
-    if not os.path.exists(path):
-        return {}
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):  # killed mid-line: cut the fragment
-            keep = data.rfind(b"\n") + 1
-            handle.seek(keep)
-            handle.truncate()
-            data = data[:keep]
-    done: dict[int, _Done] = {}
-    for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
-        record = next(iter(_safe_parse(raw)), None)
-        line = None if record is None else record.get("line")
-        if record is None or isinstance(line, bool) or not isinstance(line, int):
-            raise InputError("cannot resume: this output line has no input 'line' number", path=path, line=number)
-        if line in done:
-            raise InputError(f"cannot resume: input line {line} appears twice in the output", path=path, line=number)
-        probs = record.get("probs")
-        done[line] = _Done(
-            id=_as_text(record.get("id")),
-            error="error" in record,
-            mode=record.get("mode") if isinstance(record.get("mode"), str) else None,
-            options=frozenset(map(str, probs)) if isinstance(probs, dict) and record.get("mode") == "options" else None,
-            label=_as_text(record.get("label")),
-        )
-    return done
-
-
-def _safe_parse(raw: bytes) -> Iterator[dict[str, Any]]:
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        return
-    if isinstance(value, dict):
-        yield value
-
-
-def _mismatch(line: Line, done: _Done, options: list[str] | None) -> str | None:
-    """How input ``line`` differs from what the earlier run wrote for it, or None when it matches."""
-    raw_id = None if line.data is None else line.data.get("id")
-    valid_id = not isinstance(raw_id, bool) and isinstance(raw_id, (str, int))
-    expected = _as_text(raw_id) if valid_id else None
-    if expected != done.id:
-        return f"id {expected!r} in the input, {done.id!r} in the output"
-    if done.error:
-        return None
-    if line.data is None:
-        return "an unreadable line in the input, a scored record in the output"
-    try:
-        record = record_from_json(line.data, line.number, options)
-    except InputError as exc:
-        return f"a bad record in the input ({exc.message}), a scored record in the output"
-    if done.mode is not None and record.mode != done.mode:
-        return f"mode {record.mode!r} in the input, {done.mode!r} in the output"
-    if done.options is not None and record.options is not None and frozenset(record.options) != done.options:
-        return f"options {sorted(record.options)} in the input, {sorted(done.options)} in the output"
-    if record.label != done.label:
-        return f"label {record.label!r} in the input, {done.label!r} in the output"
-    return None
-
-
-def _check_resume(
-    lines: Iterator[Line], done: dict[int, _Done], options: list[str] | None, input_path: str, output: str
-) -> Iterator[Line]:
-    """Pass ``lines`` through, refusing (InputError) when a line already in the output is not the
-    input line it was written for, or when the output holds lines the input does not have."""
-    seen: set[int] = set()
-    for line in lines:
-        if line.number in done:
-            seen.add(line.number)
-            why = _mismatch(line, done[line.number], options)
-            if why is not None:
-                raise InputError(
-                    f"cannot resume: {output} was not written for this input (line {line.number}: {why}); "
-                    "score into a new file instead",
-                    path=input_path,
-                )
-        yield line
-    missing = sorted(set(done) - seen)
-    if missing:
-        raise InputError(
-            f"cannot resume: {output} has records for {len(missing)} line(s) this input does not have "
-            f"(e.g. line {missing[0]}): it was written for another input; score into a new file instead",
-            path=input_path,
-        )
 
 
 def _count_lines(path: str, fmt: str, lines: Iterator[Line] | None = None) -> int | None:
@@ -150,7 +47,7 @@ def _count_lines(path: str, fmt: str, lines: Iterator[Line] | None = None) -> in
     return count + content
 
 
-def _items(lines: Iterator[Line], done: dict[int, _Done], options: list[str] | None) -> Iterator[Record | ErrorRecord]:
+def _items(lines: Iterator[Line], done: dict[int, Done], options: list[str] | None) -> Iterator[Record | ErrorRecord]:
     for line in lines:
         if line.number in done:
             continue
@@ -342,7 +239,7 @@ def score(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     vectors = load_vectors(vectors_path) if vectors_path else None  # a malformed file stops before the model loads
-    done = _done_lines(output) if resume and output else {}
+    done = done_lines(output) if resume and output else {}
     summary = _Summary(input_path)
     if done:
         for line in read_jsonl(output or ""):
@@ -350,13 +247,13 @@ def score(
     bad_before = sum(d.error for d in done.values())
     where = f" -> {output}" if output not in (None, "-") else ""
     if done and input_path != "-":  # an output for another input stops before the model loads
-        left = sum(line.number not in done for line in _check_resume(lines, done, options, input_path, output or ""))
+        left = sum(line.number not in done for line in check_resume(lines, done, options, input_path, output or ""))
         if not left:  # nothing to score: the model is not loaded
             _report(summary, quiet, f"nothing left to do: all {len(done)} input lines are in {output} ({bad_before} of them errors)")
             raise click.exceptions.Exit(1 if bad_before else 0)
         _, lines = read_input(input_path, fmt, **columns)
     elif done:  # stdin: checked as it is read
-        lines = _check_resume(lines, done, options, input_path, output or "")
+        lines = check_resume(lines, done, options, input_path, output or "")
     rows = read_input(input_path, fmt, **columns)[1] if fmt != "jsonl" and input_path != "-" else None
     total = _count_lines(input_path, fmt, rows)
 
