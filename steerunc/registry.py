@@ -34,7 +34,7 @@ __all__ = [
 
 DEFAULT_ALIAS = "default"
 #: the built-in model that ``default`` means (docs/models.md says why)
-DEFAULT_TARGET = "gemma-3-270m"
+DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
 #: written last into a converted directory: its presence means the conversion finished
 COMPLETE_MARKER = "steerunc-complete"
 
