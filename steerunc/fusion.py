@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from steerunc.divergence import entropy, js, kl, mutual_info, top_m_entropy
+from steerunc.divergence import entropy, js, top_m_entropy
 
 __all__ = ["FusionConfig", "Fused", "fuse", "SCORE_NAMES"]
 
@@ -75,11 +75,35 @@ class Fused:
     fused_logp: Tensor  # [..., C] the fused prediction, at temperature 1
     weights: Tensor  # [..., K] weight of each steered view in the fusion (mixture: 1 / (K+1) each)
     view_kl: Tensor  # [..., K]  KL(p_k || p_0) at temperature tau
-    view_js: Tensor  # [..., K]  at temperature tau
     scores: dict[str, Tensor]  # each [...]
+    tempered: Tensor  # [..., K+1, C] view log-probs at temperature tau
 
-def fuse(z: Tensor, config: FusionConfig = FusionConfig()) -> Fused:
+    @property
+    def view_js(self) -> Tensor:
+        """[..., K] JS(p_k, p_0) at temperature tau; computed on request (no output uses it)."""
+        return js(self.tempered[..., 1:, :], self.tempered[..., :1, :])
+
+
+def _masked(z: Tensor, mask: Tensor | None, tau: float) -> Tensor:
+    """``z`` with padded entries (``mask`` False) set far below every real one of their item:
+    their probability is exactly 0 at temperature 1 and at ``tau`` (the gap, over 1000 times the
+    temperature, underflows any exp), they never win an argmax, and every log-probability stays
+    finite (no NaN from 0 * -inf in an entropy or a KL)."""
+    if mask is None:
+        return z
+    real = mask[..., None, :].expand_as(z)
+    if bool(real.all()):
+        return z
+    low = z.masked_fill(~real, math.inf).amin(dim=(-2, -1), keepdim=True)
+    return torch.where(real, z, low - 1e3 * max(1.0, tau))
+
+
+def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None = None) -> Fused:
     """Fuse base + K steered view logits and score their disagreement.
+
+    ``mask`` (``[..., C]``, True = real): items with fewer entries than ``C`` (a batch of
+    records with different option counts, padded). Padded entries get probability 0 and
+    change no score.
 
     >>> z = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # base + 2 identical views
     >>> f = fuse(z)
@@ -87,13 +111,17 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig()) -> Fused:
     [True, True, True]
     >>> torch.allclose(f.fused_logp, torch.log_softmax(z[0], -1))
     True
+    >>> padded = fuse(torch.tensor([[2.0, 0.0, 9.0], [1.0, 0.0, 9.0]]), mask=torch.tensor([True, True, False]))
+    >>> float(padded.fused_logp.exp()[2]), torch.allclose(padded.scores["msp"], fuse(torch.tensor([[2.0, 0.0], [1.0, 0.0]])).scores["msp"])
+    (0.0, True)
     """
     if z.dim() < 2 or z.shape[-2] < 2:
         raise ValueError(f"z must be [..., K+1, C] with K >= 1, got {list(z.shape)}")
-    z = z.float()
+    z = _masked(z.float(), mask, config.tau)
     n_views = z.shape[-2]
     own = torch.log_softmax(z, dim=-1)  # temperature 1: what is output
     tempered = torch.log_softmax(z / config.tau, dim=-1)  # temperature tau: what is compared
+    p_tau = tempered.exp()
     base, steered = tempered[..., 0, :], tempered[..., 1:, :]
     if config.method == "dvd":
         weights = torch.softmax(top_m_entropy(steered, config.top_m), dim=-1)
@@ -104,15 +132,18 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig()) -> Fused:
         weights = torch.full(steered.shape[:-1], 1.0 / n_views, device=z.device)
         fused_logp = torch.logsumexp(own, dim=-2) - math.log(n_views)
         fused_logits = fused_logp
-    view_kl = kl(steered, base.unsqueeze(-2))
-    view_js = js(steered, base.unsqueeze(-2))
+    # KL(p_k || p_0) and the views' entropies from one exp of the tempered log-probs
+    view_kl = (p_tau[..., 1:, :] * (steered - base.unsqueeze(-2))).sum(-1).clamp_min(0.0)
+    view_entropy = -(p_tau * tempered).sum(-1)  # [..., K+1]
     base_own = own[..., 0, :]
+    base_p = base_own.exp()
+    log_mean = torch.logsumexp(tempered, dim=-2) - math.log(n_views)
     scores = {
-        "msp": 1.0 - base_own.exp().max(-1).values,
-        "entropy": entropy(base_own),
-        "mutual_info": mutual_info(tempered, dim=-2),
+        "msp": 1.0 - base_p.max(-1).values,
+        "entropy": (-(base_p * base_own).sum(-1)).clamp_min(0.0),
+        "mutual_info": (entropy(log_mean) - view_entropy.clamp_min(0.0).mean(-1)).clamp_min(0.0),
         "mean_kl": view_kl.mean(-1),
         "flip_rate": (z[..., 1:, :].argmax(-1) != z[..., :1, :].argmax(-1)).float().mean(-1),
         "fused_entropy": entropy(fused_logp),
     }
-    return Fused(own, fused_logits, fused_logp, weights, view_kl, view_js, scores)
+    return Fused(own, fused_logits, fused_logp, weights, view_kl, scores, tempered)

@@ -35,6 +35,9 @@ class Record:
     continuation: str | None = None
     human_probs: dict[str, float] | None = None
     line: int | None = None
+    #: read through the model's chat template (user turn = ``text``; steerunc/prompting.py);
+    #: None: as the run says (``--chat``), else no
+    chat: bool | None = None
 
     @property
     def mode(self) -> str:
@@ -65,6 +68,8 @@ class ScoredRecord:
     truncated: int = 0
     line: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    top_view: dict[str, Any] | None = None  # {"name", "delta"}: the view that moved P(base prediction) most
+    provenance: dict[str, Any] | None = None  # the scoring settings (Scorer.provenance)
 
     @property
     def correct(self) -> bool | None:
@@ -91,6 +96,8 @@ class ScoredRecord:
         out["scores"] = self.scores
         out["views"] = self.views
         out["weights"] = self.weights
+        if self.top_view is not None:
+            out["top_view"] = self.top_view
         if self.label is not None:
             out.update(label=self.label, correct=self.correct, base_correct=self.base_correct)
         if self.human_probs is not None:
@@ -101,6 +108,8 @@ class ScoredRecord:
         if self.truncated:
             out["truncated"] = self.truncated
         out.update(self.extra)
+        if self.provenance is not None:
+            out["provenance"] = self.provenance
         return out
 
 
@@ -246,7 +255,10 @@ def record_from_json(
     human = data.get("human_probs")
     if human is not None:
         human = _human_probs(human, options, line)
+    chat = data.get("chat")
+    if chat is not None and not isinstance(chat, bool):
+        raise InputError(f"'chat' must be true or false, got {_short(chat)}", line=line)
     return Record(
         text=text, id=rid, options=options, label=label, continuation=continuation,
-        human_probs=human, line=line,
+        human_probs=human, line=line, chat=chat,
     )

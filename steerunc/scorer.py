@@ -1,15 +1,15 @@
-"""``Scorer``: records in, scored records out (views -> divergence -> fusion).
+"""``Scorer``: records in, scored records out. The batcher.
 
-Three modes, chosen per record (docs/method.md):
+It gathers records into batches of about ``batch_size`` rows, tokenises each
+batch with one tokenizer call per kind of text (option lists are encoded once
+per distinct list), cuts texts that do not fit, hands each mode's records to its
+readout (``readouts.py``: ``plan`` -> one steered pass, ``views.py`` ->
+``finish``), and yields the results in input order. Three readouts, one per mode
+(docs/method.md):
 
-- ``options``: the option distribution at the last position. Single-token
-  options read only their rows of the output head; when any option spans
-  several tokens, each option is appended to the text in its own row and
-  scored by its full log-probability.
-- ``continuation``: every position of the given continuation, full vocabulary,
-  in chunks of positions so memory does not grow with length × vocabulary.
-- ``next_token``: no options and no continuation: the whole-vocabulary
-  next-token distribution at the last position.
+- ``options``: the option distribution at the last position;
+- ``continuation``: every position of a given continuation, full vocabulary;
+- ``next_token``: neither: the whole-vocabulary next-token distribution.
 
 Texts longer than the context are truncated from the left (the BOS token is
 kept) and the record says how many tokens were dropped in ``truncated``. Work
@@ -22,30 +22,35 @@ longer than that cannot fit and is refused unread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
-from torch import Tensor
 
+from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
-from steerunc.fusion import SCORE_NAMES, FusionConfig, Fused, fuse
+from steerunc.fusion import FusionConfig
 from steerunc.model import LoadedModel
-from steerunc.records import ErrorRecord, Record, ScoredRecord
+from steerunc.prompting import chat_text
+from steerunc.readouts import Item, OptionsReadout, Readout, ReadoutContext
+from steerunc.readouts_vocab import ContinuationReadout, NextTokenReadout
+from steerunc.records import ErrorRecord, Record, ScoredRecord, id_of, record_from_json
 from steerunc.vectors import SteeringVectors, default_vectors
 from steerunc.views import Unembedding, collate, steered_hidden
 
 __all__ = ["ScoreConfig", "Scorer"]
 
 Result = ScoredRecord | ErrorRecord
+Input = Record | str | Mapping[str, Any] | ErrorRecord
 
-#: most view-logit values one chunk of per-token work holds ([positions, K+1, vocab]):
-#: 2**23 float32 values are 32 MiB, and fusing them needs about seven such tensors at once
-_CHUNK_VALUES = 1 << 23
 #: characters read per token of context before tokenizing (no tokenizer needs that many for a
 #: token on real text); and the tokens beyond the context that make a cut tail safe to use
 _CHARS_PER_TOKEN = 16
 _CUT_MARGIN = 64
+#: distinct option lists whose encodings are kept
+_OPTION_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -63,20 +68,14 @@ class ScoreConfig:
     chunk_positions: int = 16  # positions per chunk of full-vocabulary work (fewer if a chunk
     # would hold more than 2**23 view logits: 4 positions for K = 6 and Gemma's vocabulary)
     top_tokens: int = 5  # tokens listed in ``probs`` when scoring over the vocabulary
+    chat: bool = False  # read texts through the chat template (a record's "chat" field overrides)
 
 
-@dataclass
-class _Prepared:
-    record: Record
-    rows: list[list[int]]
-    read: list[list[int]]
-    option_ids: list[list[int]] | None = None
-    targets: list[int] | None = None  # continuation tokens
-    truncated: int = 0
-
-    @property
-    def single_token_options(self) -> bool:
-        return self.option_ids is not None and len(self.rows) == 1
+def vectors_digest(vectors: SteeringVectors) -> str:
+    """A short sha256 of the vectors' float32 values, names and layer: which vectors scored."""
+    digest = hashlib.sha256(vectors.vectors.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    digest.update(json.dumps({"names": list(vectors.names), "layer": vectors.layer}).encode("utf-8"))
+    return digest.hexdigest()[:16]
 
 
 class Scorer:
@@ -87,6 +86,8 @@ class Scorer:
     >>> out = scorer.score_text("Is this comment offensive? Answer:", options=["Yes", "No"])
     >>> sorted(out.scores) == sorted(["msp", "entropy", "mutual_info", "mean_kl", "flip_rate", "fused_entropy"])
     True
+    >>> scorer.score([{"id": 1, "text": "Answer:", "options": ["Yes", "No"]}])[0].id
+    1
     """
 
     def __init__(
@@ -112,11 +113,45 @@ class Scorer:
         self.unembed = Unembedding(model)
         self.start = config.start if config.start is not None else (1 if model.prepends_bos else 0)
         self.max_tokens = min(config.max_tokens or model.n_ctx, model.n_ctx)
-        self._indices: dict[tuple[int, ...], Tensor] = {}
+        self._provenance = {
+            "steerunc": __version__,
+            "model": model.model_id,
+            "model_fingerprint": model.fingerprint,
+            "vectors": vectors_digest(vectors),
+            "layer": self.layer,
+            "perspectives": list(self.names),
+            "coeff": float(config.coeff),
+            "center": bool(self.centred),
+            "tau": float(config.fusion.tau),
+            "alpha": float(config.fusion.alpha),
+            "fusion": config.fusion.method,
+        }
+        context = ReadoutContext(
+            names=self.names, unembed=self.unembed, fusion=config.fusion, device=model.device,
+            tokenizer=model.tokenizer, top_tokens=config.top_tokens, chunk_positions=config.chunk_positions,
+            provenance=self._provenance,
+        )
+        #: one readout per mode, in the order a mixed batch runs them
+        self.readouts: dict[str, Readout] = {
+            r.mode: r for r in (OptionsReadout(context), ContinuationReadout(context), NextTokenReadout(context))
+        }
+        self._options: dict[tuple[tuple[str, ...], str], list[list[int]] | InputError] = {}
+
+    def score_df(self, df: Any, text: str = "text", **kwargs: Any) -> Any:
+        """Score a pandas DataFrame: :func:`steerunc.frames.score_df` with this scorer."""
+        from steerunc.frames import score_df
+
+        return score_df(self, df, text, **kwargs)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The settings every scored record carries in ``provenance`` (a copy)."""
+        return dict(self._provenance, perspectives=list(self.names))
 
     # ------------------------------------------------------------------ public
-    def score(self, records: Iterable[Record | str | ErrorRecord], options: list[str] | None = None) -> list[Result]:
-        """Score records (or plain strings, with ``options`` for all of them)."""
+    def score(self, records: Iterable[Input], options: list[str] | None = None) -> list[Result]:
+        """Score records: ``Record``s, dicts (read like a JSONL input line) or plain strings
+        (``options`` for all of them, and the default for dicts without their own)."""
         return list(self.score_iter(records, options))
 
     def score_text(
@@ -128,27 +163,24 @@ class Scorer:
             raise InputError(result.error)
         return result
 
-    def score_iter(
-        self, records: Iterable[Record | str | ErrorRecord], options: list[str] | None = None
-    ) -> Iterator[Result]:
+    def score_df(self, df: Any, **columns: Any) -> Any:
+        """Score a pandas DataFrame, one flat row out per row in: :func:`steerunc.frames.score_df`."""
+        from steerunc.frames import score_df
+
+        return score_df(self, df, **columns)
+
+    def score_iter(self, records: Iterable[Input], options: list[str] | None = None) -> Iterator[Result]:
         """Yield one result per item, in order; bad records become ``ErrorRecord``s.
 
         ``ErrorRecord`` items (lines that failed to parse upstream) pass through in place.
         """
-        pending: list[_Prepared | ErrorRecord] = []
+        pending: list[Record | ErrorRecord] = []
         rows = 0
-        for record in records:
-            if isinstance(record, ErrorRecord):
-                pending.append(record)
-                continue
-            if isinstance(record, str):
-                record = Record(text=record, options=options)
-            try:
-                prepared: _Prepared | ErrorRecord = self._prepare(record)
-                rows += len(prepared.rows)  # type: ignore[union-attr]
-            except InputError as exc:
-                prepared = ErrorRecord(record.line, exc.message, record.id)
-            pending.append(prepared)
+        for item in records:
+            record = self._as_record(item, options)
+            pending.append(record)
+            if isinstance(record, Record):
+                rows += self._rows_of(record)
             if rows >= self.config.batch_size:
                 yield from self._run(pending)
                 pending, rows = [], 0
@@ -156,54 +188,164 @@ class Scorer:
             yield from self._run(pending)
 
     # --------------------------------------------------------------- preparing
-    def _encode(self, text: str, special: bool) -> list[int]:
+    @staticmethod
+    def _as_record(item: Input, options: list[str] | None) -> Record | ErrorRecord:
+        if isinstance(item, (Record, ErrorRecord)):
+            return item
+        if isinstance(item, str):
+            return Record(text=item, options=options)
+        if isinstance(item, Mapping):
+            data = dict(item)
+            try:
+                return record_from_json(data, line=None, default_options=options)
+            except InputError as exc:
+                try:
+                    rid = id_of(data)
+                except InputError:
+                    rid = None
+                return ErrorRecord(None, exc.message, rid)
+        raise TypeError(f"cannot score a {type(item).__name__}: give Records, dicts or strings")
+
+    def _rows_of(self, record: Record) -> int:
+        """Rows the record will take in the forward pass (one per option if an option has several tokens)."""
+        if record.mode != "options":
+            return 1
+        encoded = self._option_ids(record)
+        if isinstance(encoded, InputError):
+            return 0
+        return 1 if all(len(ids) == 1 for ids in encoded) else len(encoded)
+
+    def _encode_many(self, texts: list[str], special: bool) -> list[list[int] | InputError]:
+        """Token ids of each text, from one tokenizer call (one per text only if that call fails,
+        to tell which text the tokenizer cannot read)."""
+        if not texts:
+            return []
+        tokenizer = self.model.tokenizer
         try:
-            return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
-        except Exception as exc:  # noqa: BLE001  (a tokenizer raises many kinds on text it cannot take)
-            raise InputError(f"the tokenizer cannot read this text: {str(exc).splitlines()[0][:200]}") from exc
+            return [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+        except Exception:  # noqa: BLE001  (a tokenizer raises many kinds on text it cannot take)
+            pass
+        out: list[list[int] | InputError] = []
+        for text in texts:
+            try:
+                out.append(list(tokenizer(text, add_special_tokens=special)["input_ids"]))
+            except Exception as exc:  # noqa: BLE001
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                out.append(InputError(f"the tokenizer cannot read this text: {first}"))
+        return out
 
-    def _encode_bounded(self, text: str, special: bool, keep_end: bool) -> tuple[list[int], bool]:
-        """Tokens of ``text`` read from at most about the context's worth of characters.
+    def _encode_bounded(
+        self, texts: list[str], special: bool, keep_end: bool
+    ) -> list[tuple[list[int], bool] | InputError]:
+        """Tokens of each text, read from at most about the context's worth of characters.
 
-        Reads the last (``keep_end``) or first ``max_tokens * 16`` characters,
-        four times more while they give no more tokens than the context plus a
-        margin. Returns the tokens and whether characters were left unread, which
-        happens only when those read already hold more tokens than fit."""
+        Reads the last (``keep_end``) or first ``max_tokens * 16`` characters, four
+        times more while they give no more tokens than the context plus a margin.
+        Returns, per text, the tokens and whether characters were left unread, which
+        happens only when those read already hold more tokens than fit. One tokenizer
+        call per round."""
+        results: list[tuple[list[int], bool] | InputError | None] = [None] * len(texts)
+        todo = list(range(len(texts)))
         window = self.max_tokens * _CHARS_PER_TOKEN
-        while len(text) > window:
-            ids = self._encode(text[-window:] if keep_end else text[:window], special)
-            if len(ids) > self.max_tokens + _CUT_MARGIN:
-                return ids, True
+        while todo:
+            whole = [i for i in todo if len(texts[i]) <= window]
+            for i, ids in zip(whole, self._encode_many([texts[i] for i in whole], special)):
+                results[i] = ids if isinstance(ids, InputError) else (ids, False)
+            cut = [i for i in todo if len(texts[i]) > window]
+            parts = [texts[i][-window:] if keep_end else texts[i][:window] for i in cut]
+            todo = []
+            for i, ids in zip(cut, self._encode_many(parts, special)):
+                if isinstance(ids, InputError):
+                    results[i] = ids
+                elif len(ids) > self.max_tokens + _CUT_MARGIN:
+                    results[i] = (ids, True)
+                else:
+                    todo.append(i)
             window *= 4
-        return self._encode(text, special), False
+        return results  # type: ignore[return-value]
 
-    def _encode_part(self, text: str, what: str) -> list[int]:
-        """Tokens of an option or continuation, which must fit whole."""
-        ids, cut = self._encode_bounded(text, special=False, keep_end=False)
-        if cut:
-            raise InputError(f"too long: {what} alone has more than {self.max_tokens} tokens, the limit")
-        return ids
+    def _parts(self, texts: list[str], what: str) -> list[list[int] | InputError]:
+        """Tokens of options or continuations, which must fit whole."""
+        out: list[list[int] | InputError] = []
+        for result in self._encode_bounded(texts, special=False, keep_end=False):
+            if isinstance(result, InputError):
+                out.append(result)
+            elif result[1]:
+                out.append(InputError(f"too long: {what} alone has more than {self.max_tokens} tokens, the limit"))
+            else:
+                out.append(result[0])
+        return out
 
-    def _prepare(self, record: Record) -> _Prepared:
-        text_ids, _ = self._encode_bounded(record.text, special=True, keep_end=True)
+    def _option_ids(self, record: Record) -> list[list[int]] | InputError:
+        """Each option's tokens after the record's text (a leading space unless the text ends
+        in whitespace), encoded once per distinct option list."""
+        sep = "" if record.text[-1:].isspace() else " "
+        key = (tuple(record.options or ()), sep)
+        if key not in self._options:
+            encoded = self._parts([sep + option for option in key[0]], "an option")
+            error = next((e for e in encoded if isinstance(e, InputError)), None)
+            if error is None and any(not ids for ids in encoded):
+                error = InputError("an option has no tokens")
+            if len(self._options) >= _OPTION_CACHE:
+                self._options.clear()
+            self._options[key] = error if error is not None else [ids for ids in encoded if isinstance(ids, list)]
+        return self._options[key]
+
+    def _prepare(self, records: list[Record]) -> list[Item | ErrorRecord]:
+        """Tokenise a batch: one call for the texts, one for the continuations; cut to fit.
+
+        A chat record's text is first put into the chat template, which writes the special
+        tokens itself, so it is tokenized without adding them again."""
+        chat = [self._chat(r) for r in records]
+        records = [r for r, _ in chat]
+        texts: list[tuple[list[int], bool] | InputError] = [e or ([], False) for _, e in chat]
+        for special in (True, False):
+            idx = [i for i, (r, e) in enumerate(chat) if e is None and bool(r.chat) != special]
+            if not idx:
+                continue
+            for i, enc in zip(idx, self._encode_bounded([records[i].text for i in idx], special=special, keep_end=True)):
+                texts[i] = enc
+        continued = [i for i, r in enumerate(records) if r.mode == "continuation"]
+        targets = dict(zip(continued, self._parts([records[i].continuation or "" for i in continued], "the continuation")))
+        out: list[Item | ErrorRecord] = []
+        for i, record in enumerate(records):
+            try:
+                out.append(self._fit(record, texts[i], targets.get(i)))
+            except InputError as exc:
+                out.append(ErrorRecord(record.line, exc.message, record.id))
+        return out
+
+    def _chat(self, record: Record) -> tuple[Record, InputError | None]:
+        """The record with its text in the chat template when it (or the run) asks for it."""
+        if not (record.chat if record.chat is not None else self.config.chat):
+            return replace(record, chat=False), None
+        try:
+            return replace(record, text=chat_text(self.model.tokenizer, record.text), chat=True), None
+        except InputError as exc:
+            return record, exc
+
+    def _fit(
+        self, record: Record, text: tuple[list[int], bool] | InputError, targets: list[int] | InputError | None
+    ) -> Item:
+        if isinstance(text, InputError):
+            raise text
+        text_ids = text[0]
         n_special = 1 if self.model.prepends_bos and text_ids and text_ids[0] == self.model.bos_id else 0
         if len(text_ids) <= n_special:
             raise InputError("'text' has no tokens")
+        item = Item(record, text_ids)
         if record.mode == "options":
-            sep = "" if record.text[-1].isspace() else " "
-            option_ids = [self._encode_part(sep + option, "an option") for option in record.options or []]
-            if any(not ids for ids in option_ids):
-                raise InputError("an option has no tokens")
-            single = all(len(ids) == 1 for ids in option_ids)
-            extra = 0 if single else max(len(ids) for ids in option_ids)
+            option_ids = self._option_ids(record)
+            if isinstance(option_ids, InputError):
+                raise option_ids
+            item.option_ids = option_ids
         elif record.mode == "continuation":
-            option_ids, single = None, False
-            targets = self._encode_part(record.continuation or "", "the continuation")
+            if isinstance(targets, InputError):
+                raise targets
             if not targets:
                 raise InputError("'continuation' has no tokens")
-            extra = len(targets)
-        else:
-            option_ids, single, extra = None, True, 0
+            item.targets = targets
+        extra = self.readouts[record.mode].appended(item)
         drop = len(text_ids) + extra - self.max_tokens
         if drop > 0:
             if len(text_ids) - n_special - drop < 1:
@@ -211,225 +353,41 @@ class Scorer:
                     f"too long: {len(text_ids) + extra} tokens, the limit is {self.max_tokens} and the "
                     "options or continuation alone do not fit"
                 )
-            text_ids = text_ids[:n_special] + text_ids[n_special + drop :]
-        last = len(text_ids) - 1
-        drop = max(drop, 0)
-        if record.mode == "continuation":
-            return _Prepared(
-                record, [text_ids + targets], [list(range(last, last + len(targets)))], targets=targets, truncated=drop
-            )
-        if single:
-            return _Prepared(record, [text_ids], [[last]], option_ids, truncated=drop)
-        assert option_ids is not None
-        rows = [text_ids + ids for ids in option_ids]
-        read = [list(range(last, last + len(ids))) for ids in option_ids]
-        return _Prepared(record, rows, read, option_ids, truncated=drop)
+            item.text_ids = text_ids[:n_special] + text_ids[n_special + drop :]
+            item.truncated = drop
+        return item
 
     # ----------------------------------------------------------------- running
     @torch.inference_mode()
-    def _run(self, pending: list[_Prepared | ErrorRecord]) -> Iterator[Result]:
-        prepared = [p for p in pending if isinstance(p, _Prepared)]
-        done: dict[int, ScoredRecord] = {}
-        if prepared:
-            rows = [row for p in prepared for row in p.rows]
-            read = [pos for p in prepared for pos in p.read]
-            batch = collate(rows, read, self.model.pad_id, self.model.device)
-            hidden = steered_hidden(self.model, batch, self.steer, self.layer, self.start)
-            done = self._finish_batch(prepared, hidden)
-        for item in pending:
-            yield item if isinstance(item, ErrorRecord) else done[id(item)]
-
-    def _finish_batch(self, prepared: list[_Prepared], hidden: Tensor) -> dict[int, ScoredRecord]:
-        """``hidden``: [rows, K+1, n_read, d] for the whole batch; results keyed by ``id(item)``."""
-        done: dict[int, ScoredRecord] = {}
-        options: list[tuple[_Prepared, Tensor]] = []
-        offset = 0
-        for item in prepared:
-            part = hidden[offset : offset + len(item.rows)]
-            offset += len(item.rows)
-            if item.record.mode == "continuation":
-                done[id(item)] = self._finish_continuation(item, part[0, :, : len(item.targets or [])])
-            elif item.record.mode == "next_token":
-                done[id(item)] = self._finish_vocabulary(item, self.unembed(part[0, :, 0]))  # [K+1, vocab]
+    def _run(self, pending: list[Record | ErrorRecord]) -> Iterator[Result]:
+        records = [r for r in pending if isinstance(r, Record)]
+        prepared = iter(self._prepare(records))
+        results: list[Result | None] = []
+        groups: dict[str, list[tuple[int, Item]]] = {}
+        for position, entry in enumerate(pending):
+            ready = entry if isinstance(entry, ErrorRecord) else next(prepared)
+            if isinstance(ready, Item):
+                groups.setdefault(ready.record.mode, []).append((position, ready))
+                results.append(None)
             else:
-                options.append((item, self._option_logits(item, part)))
-        # the option logits of the whole batch leave the device in one copy; fusing a
-        # [K+1, C] table is cheaper on the host than launching kernels for it
-        for (item, _), z in zip(options, _to_host([z for _, z in options])):
-            done[id(item)] = self._build(item, fuse(z, self.config.fusion), z, item.record.options)
-        return done
-
-    def _index(self, ids: list[int]) -> Tensor:
-        """Token ids as a tensor on the model's device, made once per distinct list."""
-        key = tuple(ids)
-        if key not in self._indices:
-            if len(self._indices) >= 4096:
-                self._indices.clear()
-            self._indices[key] = torch.tensor(ids, dtype=torch.long, device=self.model.device)
-        return self._indices[key]
-
-    def _option_logits(self, item: _Prepared, hidden: Tensor) -> Tensor:
-        """``[K+1, C]`` option scores: logits of single-token options (their rows of the
-        head only; a softmax over options ignores the shift), else full log-probabilities."""
-        option_ids = item.option_ids or []
-        if item.single_token_options:
-            return self.unembed(hidden[0, :, 0], self._index([ids[0] for ids in option_ids]))
-        columns = []
-        for row, ids in enumerate(option_ids):
-            z = self.unembed(hidden[row, :, : len(ids)])  # [K+1, n, V]
-            target = self._index(ids).expand(z.shape[0], -1).unsqueeze(-1)
-            columns.append((z.gather(-1, target)[..., 0] - z.logsumexp(-1)).sum(-1))
-        return torch.stack(columns, dim=-1)  # [K+1, C] full option log-probabilities
-
-    def _finish_vocabulary(self, item: _Prepared, z: Tensor) -> ScoredRecord:
-        """Next-token mode: fuse on the device, bring back the top tokens and the scores."""
-        fused = fuse(z, self.config.fusion)
-        top = torch.cat([fused.fused_logp[None], fused.logp]).topk(self.config.top_tokens, dim=-1)
-        small = [top.values, top.indices, fused.weights, fused.view_kl, fused.view_js]
-        values, indices, weights, view_kl, view_js, *scores = _to_host(small + [fused.scores[n] for n in SCORE_NAMES])
-        host = Fused(values[1:], values[0], values[0], weights, view_kl, view_js, dict(zip(SCORE_NAMES, scores)))
-        return self._build(item, host, values, None, indices)
-
-    def _dist(self, logp: Tensor, labels: list[str] | None, ids: Tensor | None = None) -> tuple[str, dict[str, float]]:
-        """(argmax label, probabilities); over a vocabulary only the top tokens are listed.
-
-        ``ids``: the vocabulary ids of the entries of ``logp`` when it holds top tokens only."""
-        probs = logp.exp()
-        if labels is not None:
-            values = probs.tolist()
-            return labels[int(probs.argmax())], {label: v for label, v in zip(labels, values)}
-        top = probs.topk(min(self.config.top_tokens, probs.shape[-1]))
-        token_ids = top.indices if ids is None else ids[top.indices]
-        # token strings, not decoded text: decoding can map different tokens to one string
-        words = self.model.tokenizer.convert_ids_to_tokens(token_ids.tolist())
-        return words[0], dict(zip(words, top.values.tolist()))
-
-    def _build(
-        self, item: _Prepared, fused: Fused, z: Tensor, labels: list[str] | None, ids: Tensor | None = None
-    ) -> ScoredRecord:
-        """Host tensors in, a record out. ``ids`` (vocabulary mode): row r of ``ids`` names
-        the tokens of ``fused.fused_logp`` (r = 0) and ``fused.logp[r - 1]``."""
-        record = item.record
-
-        def pick(row: int) -> Tensor | None:
-            return None if ids is None else ids[row]
-
-        prediction, probs = self._dist(fused.fused_logp, labels, pick(0))
-        base_prediction, base_probs = self._dist(fused.logp[0], labels, pick(1))
-        views = {}
-        for k, name in enumerate(self.names):
-            view_pred, view_probs = self._dist(fused.logp[k + 1], labels, pick(k + 2))
-            views[name] = {"prediction": view_pred, "probs": view_probs, "kl": float(fused.view_kl[k])}
-        logits = base_logits = None
-        if labels is not None:
-            logits = dict(zip(labels, fused.fused_logits.tolist()))
-            base_logits = dict(zip(labels, z[0].tolist()))
-        return ScoredRecord(
-            id=record.id,
-            mode=record.mode,
-            prediction=prediction,
-            probs=probs,
-            base_prediction=base_prediction,
-            base_probs=base_probs,
-            scores={name: float(fused.scores[name]) for name in SCORE_NAMES},
-            views=views,
-            logits=logits,
-            base_logits=base_logits,
-            weights=dict(zip(self.names, fused.weights.tolist())),
-            label=record.label,
-            human_probs=record.human_probs,
-            truncated=item.truncated,
-            line=record.line,
-        )
+                results.append(ready)
+        for mode, readout in self.readouts.items():
+            group = groups.get(mode)
+            if not group:
+                continue
+            plan = readout.plan([item for _, item in group])
+            batch = collate(plan.rows, plan.read, self.model.pad_id, self.model.device)
+            hidden = steered_hidden(self.model, batch, self.steer, self.layer, self.start)
+            finished = readout.finish(plan, hidden)
+            del hidden
+            if len(finished) != len(group):
+                raise RuntimeError(f"the {mode} readout returned {len(finished)} records for {len(group)} items")
+            for (position, _), scored in zip(group, finished):
+                results[position] = scored
+        yield from (result for result in results if result is not None)  # every position is filled
 
     def _chunk_positions(self) -> int:
-        """Positions per chunk: ``chunk_positions``, fewer when one chunk's view logits
-        (positions × (K+1) × vocabulary) would exceed ``_CHUNK_VALUES``."""
-        per_position = (len(self.names) + 1) * self.unembed.vocab_size
-        return max(1, min(self.config.chunk_positions, _CHUNK_VALUES // per_position))
-
-    def _finish_continuation(self, item: _Prepared, hidden: Tensor) -> ScoredRecord:
-        """``hidden``: [K+1, n_tokens, d]. Full-vocabulary work in chunks of positions,
-        written into buffers allocated once, so peak memory is one chunk's, whatever the length."""
-        targets = item.targets or []
-        n, k = len(targets), len(self.names)
-        device = hidden.device
-        scores = torch.empty((len(SCORE_NAMES), n), device=device)
-        base_t, fused_t = torch.empty(n, device=device), torch.empty(n, device=device)
-        lp_t, kl_t, w_t = (torch.empty((n, k), device=device) for _ in range(3))
-        target_t = torch.tensor(targets, dtype=torch.long, device=device)
-        step = self._chunk_positions()
-        for lo in range(0, n, step):
-            hi = min(lo + step, n)
-            self._continuation_chunk(
-                hidden[:, lo:hi], target_t[lo:hi], scores[:, lo:hi], base_t[lo:hi], fused_t[lo:hi],
-                lp_t[lo:hi], kl_t[lo:hi], w_t[lo:hi],
-            )
-        scores, base_t, fused_t, lp_t, kl_t, w_t = _to_host([scores, base_t, fused_t, lp_t, kl_t, w_t])
-        per_name = dict(zip(SCORE_NAMES, scores))
-        columns = [values.tolist() for values in scores]
-        base_list, fused_list = base_t.tolist(), fused_t.tolist()
-        decode = self.model.tokenizer.decode
-        tokens = [
-            {
-                "token": decode([tok]),
-                "base_logprob": base_list[i],
-                "fused_logprob": fused_list[i],
-                "scores": {name: columns[j][i] for j, name in enumerate(SCORE_NAMES)},
-            }
-            for i, tok in enumerate(targets)
-        ]
-        aggregates = {
-            "mean": {name: float(v.mean()) for name, v in per_name.items()},
-            "max": {name: float(v.max()) for name, v in per_name.items()},
-            "sum": {name: float(v.sum()) for name, v in per_name.items()},
-        }
-        views = {
-            name: {"kl": float(kl_t[:, j].mean()), "logprob": float(lp_t[:, j].sum())}
-            for j, name in enumerate(self.names)
-        }
-        record = item.record
-        return ScoredRecord(
-            id=record.id,
-            mode="continuation",
-            prediction=None,
-            probs=None,
-            base_prediction=None,
-            base_probs=None,
-            scores=dict(aggregates["mean"]),
-            views=views,
-            weights=dict(zip(self.names, w_t.mean(0).tolist())),
-            tokens=tokens,
-            score_aggregates=aggregates,
-            truncated=item.truncated,
-            line=record.line,
-            extra={"base_logprob": float(base_t.sum()), "fused_logprob": float(fused_t.sum())},
-        )
-
-    def _continuation_chunk(
-        self, hidden: Tensor, target: Tensor, scores: Tensor, base: Tensor, fused_lp: Tensor,
-        view_lp: Tensor, view_kl: Tensor, weights: Tensor,
-    ) -> None:
-        """One chunk: ``hidden`` [K+1, chunk, d]; results written into the given slices.
-        A function of its own so that the chunk's vocabulary-sized tensors die on return."""
-        z = self.unembed(hidden.transpose(0, 1))  # [chunk, K+1, V]
-        fused = fuse(z, self.config.fusion)
-        for j, name in enumerate(SCORE_NAMES):
-            scores[j] = fused.scores[name]
-        base.copy_(fused.logp[:, 0].gather(-1, target[:, None])[:, 0])
-        view_lp.copy_(fused.logp[:, 1:].gather(-1, target[:, None, None].expand(-1, view_lp.shape[1], 1))[..., 0])
-        fused_lp.copy_(fused.fused_logp.gather(-1, target[:, None])[:, 0])
-        view_kl.copy_(fused.view_kl)
-        weights.copy_(fused.weights)
-
-
-def _to_host(tensors: list[Tensor]) -> list[Tensor]:
-    """Small result tensors on the host, in one device-to-host copy (as they are on CPU)."""
-    if all(t.device.type == "cpu" for t in tensors):
-        return list(tensors)
-    return _packed_to_host(tensors)
-
-
-def _packed_to_host(tensors: list[Tensor]) -> list[Tensor]:
-    flat = torch.cat([t.reshape(-1).double() for t in tensors]).cpu()  # exact for float32 and ids
-    return [part.to(t.dtype).view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+        """Positions per chunk of continuation work (see ``ContinuationReadout.chunk_positions``)."""
+        readout = self.readouts["continuation"]
+        assert isinstance(readout, ContinuationReadout)
+        return readout.chunk_positions()

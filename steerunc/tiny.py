@@ -25,6 +25,13 @@ TINY_WORDS = ("Yes", "No", "A", "B", "C", "D", "E", "the", "is", "this", "commen
 _SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 
 
+#: user turns only; the answer is read after the opening of the model turn
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}{{ '\\n' }}{{ m['content'] }}"
+    "<end_of_turn>{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model{{ '\\n' }}{% endif %}"
+)
+
+
 @functools.lru_cache(maxsize=1)
 def _tokenizer_dir() -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -52,6 +59,8 @@ def _tokenizer_dir() -> str:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )
+    # a chat template in Gemma's shape, so records that ask for one ("chat": true) run on this model too
+    fast.chat_template = CHAT_TEMPLATE
     return _saved(fast)
 
 

@@ -9,10 +9,13 @@ the batch-leading tensors it is given (attention mask, rotary tables) to match.
 The language-model head is never run here: :func:`steered_hidden` returns the
 final-normed hidden states at the requested positions only, and
 :class:`Unembedding` turns them into logits for just the rows (tokens) needed.
-Nothing after the final block mixes positions, so that block's MLP and attention
-output projection run at the requested positions only (its attention still reads
-keys and values at every position). Both need the MLP to be position-wise, as
-dense and token-routed MoE MLPs are.
+Nothing after the final block mixes positions, so that block's position-wise
+parts (MLP, the norms after its attention, the attention output projection) and
+the final norm run at the requested positions only. When the final block runs
+fanned out (steering before it), all of it but the keys and values runs at the
+requested positions only (``final_block.py``): the costly every-row-against-
+every-row attention of the K+1 views is skipped. Both need the MLP to be
+position-wise, as dense and token-routed MoE MLPs are.
 
 Padding is on the right: with a causal mask, pad tokens after a sequence never
 influence its real positions, and positions stay 0..n-1, so a record scores the
@@ -28,6 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from steerunc.final_block import FinalBlockAtReadRows, final_attention
 from steerunc.model import LoadedModel
 
 __all__ = ["Batch", "collate", "steered_hidden", "sequential_view_logits", "Unembedding", "hook_name"]
@@ -86,7 +90,7 @@ def _fan_out(steer: Tensor, start: int) -> Callable[..., Tensor]:
     def hook(resid: Tensor, hook: Any) -> Tensor:
         rows, width, d_model = resid.shape
         out = resid.repeat_interleave(views, dim=0).view(rows, views, width, d_model)
-        out[:, 1:, start:, :] += steer.to(resid.dtype)[None, :, None, :]
+        out[:, 1:, start:, :] += steer.to(resid.device, resid.dtype)[None, :, None, :]
         return out.view(rows * views, width, d_model)
 
     return hook
@@ -136,14 +140,17 @@ class _ReadPositionsOnly:
         return (full,) + tuple(output[1:]) if isinstance(output, tuple) else full
 
 
-def _read_only_modules(block: Any) -> list[Any]:
-    """The final block's position-wise modules that can run at the read positions only."""
-    found = []
-    for owner, name in ((block, "mlp"), (getattr(block, "attn", None), "o")):
-        module = getattr(owner, name, None) if owner is not None else None
-        if isinstance(module, torch.nn.Module):
-            found.append(module)
-    return found
+#: the final block's position-wise parts after its attention, by TransformerLens name
+_POSITION_WISE = ("ln1_post", "ln2", "mlp", "ln2_post")
+
+
+def _read_only_modules(bridge: Any, block: Any) -> list[Any]:
+    """The modules after the final block's attention (its output projection, norms, MLP, and the
+    final norm): position-wise, so they can run at the read positions only. The input norm
+    stays whole: the attention's keys and values need every position."""
+    found = [getattr(block, name, None) for name in _POSITION_WISE]
+    found += [getattr(getattr(block, "attn", None), "o", None), getattr(bridge, "ln_final", None)]
+    return [module for module in found if isinstance(module, torch.nn.Module)]
 
 
 @torch.no_grad()
@@ -170,23 +177,40 @@ def steered_hidden(model: LoadedModel, batch: Batch, steer: Tensor, layer: int, 
         # args[0] (hidden states) is already widened by the fan-out hook
         return (args[:1] + _widen(args[1:], rows, views), _widen(kwargs, rows, views))
 
+    def widen_but_the_mask(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        # the final block at its read rows takes the batch's own mask (it reads a few rows of it)
+        mask = kwargs.get("attention_mask")
+        args, kwargs = widen_inputs(module, args, {k: v for k, v in kwargs.items() if k != "attention_mask"})
+        return args, kwargs if mask is None else dict(kwargs, attention_mask=mask)
+
     with ExitStack() as stack:
         stack.enter_context(bridge.hooks(fwd_hooks=[(hook_name(layer), _fan_out(steer, start))]))
         blocks = list(bridge.blocks)
+        inner = final_attention(blocks[-1]) if layer < model.n_layers - 1 else None
         for block in blocks[layer + 1 :]:
-            handle = block.register_forward_pre_hook(widen_inputs, with_kwargs=True)
+            widen = widen_but_the_mask if inner is not None and block is blocks[-1] else widen_inputs
+            handle = block.register_forward_pre_hook(widen, with_kwargs=True)
             stack.callback(handle.remove)
-        for module in _read_only_modules(blocks[-1]):
+        for module in _read_only_modules(bridge, blocks[-1]):
             sparse = _ReadPositionsOnly(batch.positions, views)
             for handle in (
                 module.register_forward_pre_hook(sparse.pre, with_kwargs=True),
                 module.register_forward_hook(sparse.post, with_kwargs=True),
             ):
                 stack.callback(handle.remove)
+        final = None
+        if inner is not None:  # the final block runs fanned out: at the read positions only
+            final = FinalBlockAtReadRows(blocks[-1], inner, batch.positions, views)
+            # (a bridge component passes attribute writes on to the wrapped module: set __dict__)
+            for module, forward in ((blocks[-1], final.forward), (blocks[-1].attn, final.attention)):
+                module.__dict__["forward"] = forward
+                stack.callback(module.__dict__.pop, "forward", None)
         decoder = model.hf_model.get_decoder()
         out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     hidden = hidden.view(rows, views, hidden.shape[1], hidden.shape[2])
+    if final is not None and final.shrunk:  # already at the read positions, in order
+        return hidden
     index = batch.positions[:, None, :, None].expand(rows, views, batch.positions.shape[1], hidden.shape[3])
     return hidden.gather(2, index)
 
@@ -224,11 +248,25 @@ class Unembedding:
 
     @torch.no_grad()
     def __call__(self, hidden: Tensor, token_ids: Tensor | None = None) -> Tensor:
-        """Logits ``[..., n_tokens]`` (all tokens when ``token_ids`` is None), computed in float32."""
+        """Logits ``[..., n_tokens]`` (all tokens when ``token_ids`` is None), computed in float32.
+
+        ``token_ids`` ``[n_tokens]``: the same tokens for every hidden state; ``[B, n_tokens]``:
+        tokens per item, for ``hidden`` ``[B, ..., d_model]``."""
+        if token_ids is not None and token_ids.dim() == 2:
+            weight = self.weight[token_ids].float()  # [B, n_tokens, d_model]
+            rows = hidden.float().reshape(hidden.shape[0], -1, hidden.shape[-1])
+            logits = (rows @ weight.transpose(1, 2)).view(*hidden.shape[:-1], token_ids.shape[1])
+            if self.bias is not None:
+                logits = logits + self.bias[token_ids].view(
+                    token_ids.shape[0], *([1] * (hidden.dim() - 2)), token_ids.shape[1])
+            return self._capped(logits)
         weight = self._full_weight() if token_ids is None else self.weight[token_ids].float()
         logits = hidden.float() @ weight.T
         if self.bias is not None:
             logits = logits + (self.bias if token_ids is None else self.bias[token_ids])
+        return self._capped(logits)
+
+    def _capped(self, logits: Tensor) -> Tensor:
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -252,7 +290,7 @@ def sequential_view_logits(
 
             def add(resid: Tensor, hook: Any, vector: Tensor = vector) -> Tensor:
                 resid = resid.clone()
-                resid[:, start:, :] += vector.to(resid.dtype)
+                resid[:, start:, :] += vector.to(resid.device, resid.dtype)
                 return resid
 
             hooks.append((hook_name(layer), add))

@@ -1,4 +1,9 @@
-"""Shared fixtures: offline, a private cache, one tiny random model per session."""
+"""Shared fixtures: offline, a private cache, one tiny random model per session.
+
+``STEERUNC_TEST_DEVICE=cuda`` runs the unit tests on a GPU: the tiny model
+fixtures (and :func:`load_tiny`) load there, in float32 unless a test asks for
+bfloat16. The default, and CI, is ``cpu``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 MODERATION = "Comment: \"{}\"\nIs this comment offensive? Answer Yes or No.\nAnswer:"
+
+#: where the unit tests run the tiny model: ``cpu`` (default) or ``cuda``
+DEVICE = os.environ.get("STEERUNC_TEST_DEVICE", "cpu")
+
+
+def load_tiny(dtype: str = "float32", path: str = "tiny-random") -> Any:
+    """The tiny random model (or a directory holding a copy) on the test device, in ``dtype``."""
+    from steerunc.model import load_model
+
+    return load_model(path, device=DEVICE, dtype=dtype)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,10 +40,14 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tiny() -> Any:
-    from steerunc.model import load_model
+def device() -> str:
+    """The device the unit tests run the tiny model on (``STEERUNC_TEST_DEVICE``, default cpu)."""
+    return DEVICE
 
-    return load_model("tiny-random", device="cpu")
+
+@pytest.fixture(scope="session")
+def tiny() -> Any:
+    return load_tiny()
 
 
 @pytest.fixture(scope="session")

@@ -149,3 +149,35 @@ def test_one_vector_is_steered_raw_by_default(tiny: Any, tiny_vectors: Any) -> N
     default = Scorer(tiny, one, ScoreConfig(coeff=1.0)).score_text(text, options=["Yes", "No"])
     raw = Scorer(tiny, one, ScoreConfig(coeff=1.0, center=False)).score_text(text, options=["Yes", "No"])
     assert default.scores == raw.scores and default.scores["mean_kl"] > 0
+
+
+@pytest.mark.parametrize("method", ["mixture", "dvd"])
+def test_padded_options_change_nothing(method: str) -> None:
+    """Items with 2 and 4 options fused in one padded [B, K+1, 4] tensor: each equals its own
+    unpadded fusion, and padded entries get probability 0 (also at a large tau)."""
+    gen = torch.Generator().manual_seed(3)
+    small, large = torch.randn(4, 2, generator=gen) * 3, torch.randn(4, 4, generator=gen) * 3
+    for tau in (0.4, 50.0):
+        config = FusionConfig(tau=tau, method=method, top_m=3)
+        z = torch.stack([torch.cat([small, torch.full((4, 2), 7.0)], -1), large])  # pads larger than the real logits
+        mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+        both = fuse(z, config, mask)
+        for i, alone in enumerate((fuse(small, config), fuse(large, config))):
+            c = alone.fused_logp.shape[-1]
+            assert torch.allclose(both.fused_logp[i, :c], alone.fused_logp, atol=1e-6)
+            assert torch.allclose(both.logp[i, :, :c], alone.logp, atol=1e-6)
+            assert torch.allclose(both.weights[i], alone.weights, atol=1e-6)
+            assert torch.allclose(both.view_kl[i], alone.view_kl, atol=1e-6)
+            for name in SCORE_NAMES:
+                assert float(both.scores[name][i]) == pytest.approx(float(alone.scores[name]), abs=1e-6), name
+        assert float(both.fused_logp.exp()[0, 2:].max()) == 0.0 and float(both.logp.exp()[0, :, 2:].max()) == 0.0
+        assert bool(torch.isfinite(both.logp).all())
+
+
+def test_jensen_shannon_is_computed_on_request() -> None:
+    from steerunc.divergence import js
+
+    z = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(4))
+    fused = fuse(z, FusionConfig(tau=0.5))
+    tempered = torch.log_softmax(z / 0.5, -1)
+    assert torch.allclose(fused.view_js, js(tempered[:, 1:], tempered[:, :1]), atol=1e-6)

@@ -143,13 +143,13 @@ def test_a_long_text_is_tokenized_only_up_to_a_bound_set_by_the_context(
 
     scorer = Scorer(tiny, load_vectors(vecs, tiny), ScoreConfig(max_tokens=64))
     seen: list[int] = []
-    encode = Scorer._encode
+    encode = Scorer._encode_many
 
-    def spy(self: Scorer, text: str, special: bool) -> list[int]:
-        seen.append(len(text))
-        return encode(self, text, special)
+    def spy(self: Scorer, texts: list[str], special: bool) -> list[Any]:
+        seen.extend(len(text) for text in texts)
+        return encode(self, texts, special)
 
-    monkeypatch.setattr(Scorer, "_encode", spy)
+    monkeypatch.setattr(Scorer, "_encode_many", spy)
     text = "Comment: " + "blah " * 200_000 + "\nIs this comment offensive? Answer:"  # 1 MB
     (long,) = scorer.score([Record(text, options=["Yes", "No"])])
     assert max(seen) <= 64 * 16 * 4, max(seen)  # never the whole megabyte

@@ -27,6 +27,8 @@ from steerunc.registry import (
     resolve_name,
 )
 
+from conftest import load_tiny
+
 PARTS = [b"GGUF" + bytes(range(60)), bytes(range(255, 100, -1)), b"tail"]
 
 
@@ -145,14 +147,13 @@ def test_unknown_model_name_is_a_model_error() -> None:
 
 
 def test_a_directory_loads_straight_into_bfloat16_with_the_float32_fingerprint(tiny: Any, tmp_path: Path) -> None:
-    from steerunc.model import load_model
     from steerunc.tiny import tiny_random_model
 
     hf_model, tokenizer = tiny_random_model()
     hf_model.save_pretrained(tmp_path / "tiny")
     tokenizer.save_pretrained(tmp_path / "tiny")
-    as_float = load_model(str(tmp_path / "tiny"), device="cpu", dtype="float32")
-    as_bf16 = load_model(str(tmp_path / "tiny"), device="cpu", dtype="bfloat16")
+    as_float = load_tiny("float32", str(tmp_path / "tiny"))  # on STEERUNC_TEST_DEVICE
+    as_bf16 = load_tiny("bfloat16", str(tmp_path / "tiny"))
     assert as_bf16.hf_model.dtype == torch.bfloat16
     assert all(p.dtype == torch.bfloat16 for p in as_bf16.hf_model.parameters())
     assert as_float.fingerprint == as_bf16.fingerprint == tiny.fingerprint

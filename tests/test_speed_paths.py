@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-import steerunc.scorer as scorer_module
+import steerunc.readouts as readouts_module
 from steerunc.fusion import FusionConfig
 from steerunc.records import Record, ScoredRecord
 from steerunc.scorer import ScoreConfig, Scorer
@@ -42,7 +42,7 @@ def _reference(tiny: Any, scorer: Scorer, text: str, options: list[str]) -> torc
     columns = []
     for option in options:
         option_ids = tiny.tokenizer(" " + option, add_special_tokens=False)["input_ids"]
-        logits = sequential_view_logits(tiny, ids + option_ids, scorer.steer, scorer.layer, scorer.start)
+        logits = sequential_view_logits(tiny, ids + option_ids, scorer.steer, scorer.layer, scorer.start).cpu()
         logp = torch.log_softmax(logits[:, len(ids) - 1 : len(ids) - 1 + len(option_ids)].double(), dim=-1)
         target = torch.tensor(option_ids)[None, :, None].expand(logp.shape[0], -1, 1)
         columns.append(logp.gather(-1, target).sum((-1, -2)))
@@ -111,9 +111,9 @@ def test_continuation_chunked_equals_unchunked(tiny: Any, tiny_vectors: Any) -> 
 def test_chunks_are_capped_by_vocabulary_size(tiny: Any, tiny_vectors: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     scorer = Scorer(tiny, tiny_vectors, ScoreConfig(chunk_positions=16))
     per_position = (len(scorer.names) + 1) * scorer.unembed.vocab_size
-    monkeypatch.setattr(scorer_module, "_CHUNK_VALUES", 3 * per_position)
+    monkeypatch.setattr(readouts_module, "CHUNK_VALUES", 3 * per_position)
     assert scorer._chunk_positions() == 3
-    monkeypatch.setattr(scorer_module, "_CHUNK_VALUES", 1)
+    monkeypatch.setattr(readouts_module, "CHUNK_VALUES", 1)
     assert scorer._chunk_positions() == 1
 
 
@@ -146,8 +146,8 @@ def test_options_never_unembed_all_positions(
     assert calls
     for shape, full_vocab in calls:
         assert shape[-2] == views or shape[-3] == views
-        if len(options) == 2:
-            assert not full_vocab and shape == (views, tiny.d_model)  # option rows, last position
+        if len(options) == 2:  # one call for the batch: option rows, last position
+            assert not full_vocab and shape == (len(TEXTS), views, tiny.d_model)
         else:
             assert shape[-2] <= longest_option  # the option's own positions only
     # the final block's MLP ran at the read positions only, on the fanned-out rows
@@ -156,7 +156,7 @@ def test_options_never_unembed_all_positions(
 
 def test_host_copy_packs_exactly() -> None:
     values = [torch.randn(3, 4), torch.tensor([262143, 5, 0]), torch.tensor(0.125)]
-    back = scorer_module._packed_to_host(values)
+    back = readouts_module.packed_to_host(values)
     for a, b in zip(values, back):
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    assert scorer_module._to_host(values)[0] is values[0]  # nothing to copy on the CPU
+    assert readouts_module.to_host(values)[0] is values[0]  # nothing to copy on the CPU

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from steerunc.errors import InputError, VectorsError
-from steerunc.model import load_model
 from steerunc.vectors import Pair, build_vectors, load_vectors, read_pairs
+
+from conftest import load_tiny
 
 PAIRS = [
     Pair("kind", "I am a kind reader.\nComment: hello", "Comment: hello"),
@@ -54,7 +55,7 @@ def test_a_file_for_another_model_is_refused(tiny: Any, tmp_path: Path) -> None:
     hf_model, tokenizer = tiny_random_model(seed=1)  # same shapes, other weights
     hf_model.save_pretrained(other_dir)
     tokenizer.save_pretrained(other_dir)
-    other = load_model(str(other_dir), device="cpu")
+    other = load_tiny(path=str(other_dir))  # on STEERUNC_TEST_DEVICE
     path = str(tmp_path / "v.safetensors")
     build_vectors(other, PAIRS, layer=1).save(path)
     with pytest.raises(VectorsError, match="built for model 'other-model'"):

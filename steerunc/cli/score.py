@@ -177,6 +177,8 @@ class _Summary:
 @click.option("--center/--no-center", default=None,
               help="Steer with the vectors minus their mean, keeping what tells the perspectives apart "
                    "(default: centre when there are 2 or more vectors).")
+@click.option("--chat", is_flag=True,
+              help="Read every text as the user turn of the model's chat template (a record's \"chat\" field overrides).")
 @click.option("--options", "options_csv", help="Comma-separated options for records without 'options', e.g. 'No,Yes,Unsure'.")
 @click.option("--tau", type=FINITE_FLOAT, default=0.4, show_default=True,
               help="Temperature at which views are compared (mutual_info, mean_kl, kl); outputs are at 1.")
@@ -196,12 +198,12 @@ class _Summary:
 def score(
     input_path: str, output: str | None, input_format: str | None, text_col: str | None, label_col: str | None,
     id_col: str | None, model: str, vectors_path: str | None, layer: int | None, coeff: float,
-    center: bool | None, options_csv: str | None, tau: float, fusion_method: str, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
+    center: bool | None, chat: bool, options_csv: str | None, tau: float, fusion_method: str, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
     device: str, dtype: str, resume: bool, strict: bool, quiet: bool,
 ) -> None:
     """Score INPUT (JSONL, CSV or Parquet; - for stdin): one output line per input line or row, in order.
 
-    Input lines: {"id", "text", "options"?, "label"?, "continuation"?, "human_probs"?};
+    Input lines: {"id", "text", "options"?, "label"?, "continuation"?, "human_probs"?, "chat"?};
     a CSV or Parquet file has those columns, or others named by --text-col,
     --label-col and --id-col. Output lines: the fused prediction and
     probabilities, the base ones, the scores (msp, entropy, mutual_info, mean_kl,
@@ -266,7 +268,8 @@ def score(
             vectors.check_model(loaded)
         except VectorsError as exc:
             raise VectorsError(f"{vectors_path}: {exc}") from exc
-    config = ScoreConfig(coeff=coeff, layer=layer, center=center, fusion=fusion, batch_size=batch_size, max_tokens=max_tokens)
+    config = ScoreConfig(coeff=coeff, layer=layer, center=center, fusion=fusion, batch_size=batch_size,
+                         max_tokens=max_tokens, chat=chat)
     scorer = Scorer(loaded, vectors, config)
 
     n_ok = n_bad = 0

@@ -1,0 +1,88 @@
+"""Reading a record through the model's chat template (``"chat": true`` / ``--chat``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from steerunc.prompting import chat_text
+from steerunc.records import ErrorRecord, ScoredRecord
+from steerunc.scorer import Scorer
+
+TEMPLATE = "{{ bos_token }}User: {{ messages[0]['content'] }}\nAssistant:{{ '\\n' }}"
+QUESTION = "Comment: \"nice work\"\nIs this comment offensive?"
+
+
+@pytest.fixture
+def templated(tiny: Any) -> Iterator[Any]:
+    saved = getattr(tiny.tokenizer, "chat_template", None)
+    tiny.tokenizer.chat_template = TEMPLATE
+    try:
+        yield tiny
+    finally:
+        tiny.tokenizer.chat_template = saved
+
+
+def test_a_chat_record_is_the_user_turn_read_at_the_start_of_the_answer(templated: Any, tiny_vectors: Any) -> None:
+    scorer = Scorer(templated, tiny_vectors)
+    text = chat_text(templated.tokenizer, QUESTION)
+    assert text.startswith(templated.tokenizer.bos_token) and text.endswith("Assistant:\n")
+    by_hand = text[len(templated.tokenizer.bos_token):]  # the tokenizer adds BOS to a raw text itself
+    chat, raw, plain = scorer.score([
+        {"id": 1, "text": QUESTION, "options": ["Yes", "No"], "chat": True},
+        {"id": 2, "text": by_hand, "options": ["Yes", "No"]},
+        {"id": 3, "text": QUESTION, "options": ["Yes", "No"]},
+    ])
+    assert isinstance(chat, ScoredRecord) and isinstance(raw, ScoredRecord) and isinstance(plain, ScoredRecord)
+    for name in ("Yes", "No"):
+        assert chat.base_probs[name] == pytest.approx(raw.base_probs[name], abs=1e-5)  # type: ignore[index]
+        assert chat.probs[name] == pytest.approx(raw.probs[name], abs=1e-5)  # type: ignore[index]
+    assert chat.base_probs != plain.base_probs
+
+
+def test_the_run_flag_applies_to_records_that_do_not_say(templated: Any, tiny_vectors: Any) -> None:
+    from steerunc.scorer import ScoreConfig
+
+    scorer = Scorer(templated, tiny_vectors, ScoreConfig(chat=True))
+    on, off = scorer.score([{"text": QUESTION, "options": ["Yes", "No"]},
+                            {"text": QUESTION, "options": ["Yes", "No"], "chat": False}])
+    alone = Scorer(templated, tiny_vectors).score([{"text": QUESTION, "options": ["Yes", "No"], "chat": True}])[0]
+    assert on.base_probs == pytest.approx(alone.base_probs)  # type: ignore[union-attr]
+    assert off.base_probs != on.base_probs  # type: ignore[union-attr]
+
+
+def test_chat_without_a_template_is_an_error_record_not_a_crash(tiny: Any, tiny_vectors: Any) -> None:
+    saved, tiny.tokenizer.chat_template = tiny.tokenizer.chat_template, None
+    try:
+        _no_template(tiny, tiny_vectors)
+    finally:
+        tiny.tokenizer.chat_template = saved
+
+
+def test_the_tiny_model_has_a_chat_template(tiny: Any) -> None:
+    text = chat_text(tiny.tokenizer, "Hi?")
+    assert text == "<bos><start_of_turn>user\nHi?<end_of_turn>\n<start_of_turn>model\n"
+
+
+def _no_template(tiny: Any, tiny_vectors: Any) -> None:
+    bad, good = Scorer(tiny, tiny_vectors).score([
+        {"id": "a", "text": QUESTION, "options": ["Yes", "No"], "chat": True, "line": 1},
+        {"id": "b", "text": QUESTION, "options": ["Yes", "No"]},
+    ])
+    assert isinstance(bad, ErrorRecord) and "chat template" in bad.error and bad.id == "a"
+    assert isinstance(good, ScoredRecord)
+
+
+def test_chat_must_be_a_boolean(tmp_path: Path) -> None:
+    from steerunc.cli import main
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": 1, "text": QUESTION, "options": ["Yes", "No"], "chat": "yes"}) + "\n")
+    result = CliRunner().invoke(main, ["score", str(source), "--model", "tiny-random", "-q"])
+    assert result.exit_code == 1
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["line"] == 1 and "'chat' must be true or false" in record["error"]
