@@ -163,12 +163,6 @@ class Scorer:
             raise InputError(result.error)
         return result
 
-    def score_df(self, df: Any, **columns: Any) -> Any:
-        """Score a pandas DataFrame, one flat row out per row in: :func:`steerunc.frames.score_df`."""
-        from steerunc.frames import score_df
-
-        return score_df(self, df, **columns)
-
     def score_iter(self, records: Iterable[Input], options: list[str] | None = None) -> Iterator[Result]:
         """Yield one result per item, in order; bad records become ``ErrorRecord``s.
 
