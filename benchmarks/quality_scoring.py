@@ -18,6 +18,7 @@ from steerunc.annotations import read_pairs_or_annotations
 from steerunc.fusion import SCORE_NAMES, FusionConfig, fuse
 from steerunc.io import dumps, read_jsonl
 from steerunc.model import LoadedModel
+from steerunc.readouts import OptionsReadout
 from steerunc.records import ErrorRecord, Record, ScoredRecord, record_from_json
 from steerunc.scorer import ScoreConfig, Scorer
 from steerunc.vectors import SteeringVectors, build_vectors
@@ -88,9 +89,14 @@ class _PlainScorer(Scorer):
             model_id=model.model_id, fingerprint=model.fingerprint, resid_norm=1.0, n_pairs=[0],
         )
         super().__init__(model, zero, ScoreConfig(coeff=0.0, center=False, batch_size=batch_size))
+        self.readouts["options"] = _BaseViewOptions(self.readouts["options"].context)
 
-    def _option_logits(self, item: Any, hidden: torch.Tensor) -> torch.Tensor:
-        return super()._option_logits(item, hidden[:, :1]).repeat(2, 1)
+
+class _BaseViewOptions(OptionsReadout):
+    """Option scores of view 0 only, copied to the zero view (which equals it)."""
+
+    def option_logits(self, plan: Any, hidden: torch.Tensor) -> torch.Tensor:
+        return super().option_logits(plan, hidden[:, :1]).repeat(1, 2, 1)
 
 
 def _variants(records: list[Record], notes: list[str]) -> Iterator[Record]:

@@ -27,13 +27,15 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping
 
+import logging
+
 import torch
 
 from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
 from steerunc.fusion import FusionConfig
 from steerunc.model import LoadedModel
-from steerunc.prompting import chat_text
+from steerunc.prompting import chat_text, has_chat_template
 from steerunc.readouts import Item, OptionsReadout, Readout, ReadoutContext
 from steerunc.readouts_vocab import ContinuationReadout, NextTokenReadout
 from steerunc.records import ErrorRecord, Record, ScoredRecord, id_of, record_from_json
@@ -41,6 +43,8 @@ from steerunc.vectors import SteeringVectors, default_vectors
 from steerunc.views import Unembedding, collate, steered_hidden
 
 __all__ = ["ScoreConfig", "Scorer"]
+
+log = logging.getLogger(__name__)
 
 Result = ScoredRecord | ErrorRecord
 Input = Record | str | Mapping[str, Any] | ErrorRecord
@@ -135,6 +139,7 @@ class Scorer:
         self.readouts: dict[str, Readout] = {
             r.mode: r for r in (OptionsReadout(context), ContinuationReadout(context), NextTokenReadout(context))
         }
+        self._warned_chat = False
         self._options: dict[tuple[tuple[str, ...], str], list[list[int]] | InputError] = {}
 
     def score_df(self, df: Any, text: str = "text", **kwargs: Any) -> Any:
@@ -310,8 +315,17 @@ class Scorer:
         return out
 
     def _chat(self, record: Record) -> tuple[Record, InputError | None]:
-        """The record with its text in the chat template when it (or the run) asks for it."""
+        """The record with its text in the chat template when it (or the run) asks for it.
+
+        A model without a chat template (a base model such as Gemma 3 270M as converted,
+        or tiny test models) reads such a record as plain text, and the run says so once."""
         if not (record.chat if record.chat is not None else self.config.chat):
+            return replace(record, chat=False), None
+        if not has_chat_template(self.model.tokenizer):
+            if not self._warned_chat:
+                self._warned_chat = True
+                log.warning("%s has no chat template: records that ask for one are read as plain text",
+                            self.model.model_id)
             return replace(record, chat=False), None
         try:
             return replace(record, text=chat_text(self.model.tokenizer, record.text), chat=True), None

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from steerunc.prompting import chat_text
-from steerunc.records import ErrorRecord, ScoredRecord
+from steerunc.records import ScoredRecord
 from steerunc.scorer import Scorer
 
 TEMPLATE = "{{ bos_token }}User: {{ messages[0]['content'] }}\nAssistant:{{ '\\n' }}"
@@ -55,7 +55,7 @@ def test_the_run_flag_applies_to_records_that_do_not_say(templated: Any, tiny_ve
     assert off.base_probs != on.base_probs  # type: ignore[union-attr]
 
 
-def test_chat_without_a_template_is_an_error_record_not_a_crash(tiny: Any, tiny_vectors: Any) -> None:
+def test_chat_without_a_template_reads_plain_text_and_says_so(tiny: Any, tiny_vectors: Any) -> None:
     saved, tiny.tokenizer.chat_template = tiny.tokenizer.chat_template, None
     try:
         _no_template(tiny, tiny_vectors)
@@ -69,12 +69,34 @@ def test_the_tiny_model_has_a_chat_template(tiny: Any) -> None:
 
 
 def _no_template(tiny: Any, tiny_vectors: Any) -> None:
-    bad, good = Scorer(tiny, tiny_vectors).score([
-        {"id": "a", "text": QUESTION, "options": ["Yes", "No"], "chat": True, "line": 1},
-        {"id": "b", "text": QUESTION, "options": ["Yes", "No"]},
-    ])
-    assert isinstance(bad, ErrorRecord) and "chat template" in bad.error and bad.id == "a"
-    assert isinstance(good, ScoredRecord)
+    import logging
+
+    scorer = Scorer(tiny, tiny_vectors)
+    with _captured("steerunc.scorer") as seen:
+        asked, plain, again = scorer.score([
+            {"id": "a", "text": QUESTION, "options": ["Yes", "No"], "chat": True},
+            {"id": "b", "text": QUESTION, "options": ["Yes", "No"]},
+            {"id": "c", "text": QUESTION, "options": ["Yes", "No"], "chat": True},
+        ])
+    assert isinstance(asked, ScoredRecord) and isinstance(plain, ScoredRecord)
+    assert asked.base_probs == plain.base_probs  # read as plain text
+    assert [r.levelno for r in seen] == [logging.WARNING] and "no chat template" in seen[0].getMessage()
+
+
+class _captured:
+    def __init__(self, name: str) -> None:
+        import logging
+
+        self.logger, self.records = logging.getLogger(name), []
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append  # type: ignore[method-assign]
+
+    def __enter__(self) -> list[Any]:
+        self.logger.addHandler(self.handler)
+        return self.records
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self.handler)
 
 
 def test_chat_must_be_a_boolean(tmp_path: Path) -> None:
