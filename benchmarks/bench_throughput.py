@@ -29,11 +29,9 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +43,9 @@ from steerunc.scorer import ScoreConfig, Scorer
 from steerunc.vectors import default_vectors
 from steerunc.views import Unembedding, collate
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_speed import cpu_name, timed  # noqa: E402  (shared timing helpers)
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["Yes", "No"]
 TEMPLATE = 'Comment: "{}"\nIs this comment offensive? Answer Yes or No.\nAnswer:'
@@ -52,11 +53,6 @@ TEMPLATE = 'Comment: "{}"\nIs this comment offensive? Answer Yes or No.\nAnswer:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def sync(model: LoadedModel) -> None:
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
 
 
 def comments() -> list[str]:
@@ -113,26 +109,6 @@ class Plain:
             probs = torch.softmax(self.unembed(last, self.option_ids), dim=-1).cpu().tolist()
             out.extend(dict(zip(OPTIONS, p)) for p in probs)
         return out
-
-
-def timed(model: LoadedModel, fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(wall seconds, this process's CPU seconds, result)."""
-    sync(model)
-    start, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    sync(model)
-    return time.perf_counter() - start, time.process_time() - cpu, out
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
