@@ -16,7 +16,15 @@ plain:     the records in batches of B: the tokenizer called on the batch's text
 steerunc:  ``Scorer.score`` on the same records with ``batch_size=B`` (K+1 views,
            fusion, scores, output records).
 
-Both run after one warm-up round; medians are reported. The last line is::
+Both run after one warm-up round; medians are reported. Beside each ratio the
+table gives the arithmetic floor at that layer (docs/performance.md, "Why the
+overhead is about 1"): in units of one block over a record's tokens, a plain
+pass costs n and steerunc at least L + 1 + (n - L - 2)(K + 1) + (K + 1) f, where
+f is the final block's share in q/k/v (the rest of it runs at the read
+positions only); "x floor" is steerunc's measured cost over that. ``--profile
+FILE`` writes a cProfile of one steerunc run (largest batch, default layer).
+
+The last line is::
 
     throughput_ratio_bs256=<steerunc items/s / plain items/s at batch 256, default layer>
 
@@ -79,6 +87,16 @@ def make_records(model: LoadedModel, n: int, seed: int) -> list[Record]:
     return records
 
 
+def final_block_path() -> str:
+    """Which attention the final block ran at the read rows: the lean one (checked on the first
+    batch against the module's own), the module's own, or none (the block ran whole)."""
+    from steerunc.final_block import _LEAN_OK  # a benchmark may look inside
+
+    if not _LEAN_OK:
+        return "not used"
+    return ", ".join(sorted({"lean attention" if ok else "the module's own attention" for ok in _LEAN_OK.values()}))
+
+
 def three_quarter_layer(model: LoadedModel) -> int:
     """The block after which 3/4 of the model has run: 13 of 18 for Gemma 3 270M, 2 of 4 for tiny-random."""
     return max(0, math.ceil(0.75 * model.n_layers) - 1)
@@ -111,6 +129,43 @@ class Plain:
         return out
 
 
+def qkv_share(model: LoadedModel) -> float:
+    """The share of one block's multiply-adds per token spent in q/k/v (the rest: output projection, MLP)."""
+    config = model.hf_model.config
+    config = getattr(config, "text_config", config)
+    d, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    kv = getattr(config, "num_key_value_heads", heads)
+    qkv = d * head_dim * (heads + 2 * kv)
+    rest = heads * head_dim * d + 3 * d * config.intermediate_size
+    return qkv / (qkv + rest)
+
+
+def floor_cost(n: int, layer: int, views: int, share: float) -> float:
+    """steerunc's arithmetic cost over a plain pass's, steering after block ``layer`` of ``n`` with ``views`` = K+1."""
+    if layer >= n - 1:
+        return 1.0
+    return (layer + 1 + (n - layer - 2) * views + views * share) / n
+
+
+def profile_once(fn: Callable[[], Any], path: str) -> None:
+    """cProfile one call of ``fn``; the top functions by own and by cumulative time go to ``path``."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+    Path(path).write_text(text.getvalue(), encoding="utf-8")
+    log(f"profile written to {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-random", help="'tiny-random' (default), 'default' or a model directory")
@@ -121,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of one steerunc run (largest batch, default layer)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1 or args.n < max(sizes) or args.repeats < 1:
@@ -135,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     lengths = [len(ids) for ids in model.tokenizer([r.text for r in records])["input_ids"]]
     plain = Plain(model)
     layers = {"default": model.default_layer, "3/4 depth": three_quarter_layer(model)}
-    rows: list[tuple[str, int, int, float, float, float, float]] = []
+    share = qkv_share(model)
+    rows: list[tuple[str, int, int, float, float, float, float, float]] = []
     ratio_256: float | None = None
     for where, layer in layers.items():
         vectors = default_vectors(model, layer)
@@ -164,9 +221,12 @@ def main(argv: list[str] | None = None) -> None:
             plain_rate = args.n / statistics.median(seconds["plain"])
             ours_rate = args.n / statistics.median(seconds["steerunc"])
             cpu_ratio = statistics.median(cpu["plain"]) / statistics.median(cpu["steerunc"])
-            rows.append((where, layer, size, plain_rate, ours_rate, cpu_ratio, diff))
+            floor = floor_cost(model.n_layers, layer, len(scorer.names) + 1, share)
+            rows.append((where, layer, size, plain_rate, ours_rate, cpu_ratio, diff, floor))
             if where == "default" and size == 256:
                 ratio_256 = ours_rate / plain_rate
+            if args.profile and where == "default" and size == max(sizes):
+                profile_once(ways["steerunc"], args.profile)
 
     p = print
     p(f"# bench_throughput: model={args.model} ({model.model_id}, {model.n_layers} blocks, d_model {model.d_model}) "
@@ -175,12 +235,14 @@ def main(argv: list[str] | None = None) -> None:
       f"load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
     p(f"# inputs: n={args.n} moderation prompts, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.1f}), "
       f"options {OPTIONS}; K={len(scorer.names)}, coeff={ScoreConfig().coeff}; median of {args.repeats} after a warm-up")
-    p("# ratio = steerunc items/s / plain items/s (wall clock); cpu ratio: the same from this process's CPU seconds")
+    p(f"# final block at the read rows: {final_block_path()}; q/k/v share of a block f={share:.3f}")
+    p("# ratio = steerunc items/s / plain items/s (wall clock); cpu ratio: the same from this process's CPU seconds;")
+    p("# floor = arithmetic cost of steerunc over plain at that layer; x floor = measured cost (1/ratio) / floor")
     p(f"{'layer':<16} {'batch':>6} {'plain items/s':>14} {'steerunc items/s':>17} {'ratio':>7} {'cpu ratio':>10} "
-      f"{'max |P_base - P_plain|':>23}")
-    for where, layer, size, plain_rate, ours_rate, cpu_ratio, diff in rows:
+      f"{'floor':>6} {'x floor':>8} {'max |P_base - P_plain|':>23}")
+    for where, layer, size, plain_rate, ours_rate, cpu_ratio, diff, floor in rows:
         p(f"{f'{layer} ({where})':<16} {size:>6} {plain_rate:>14.1f} {ours_rate:>17.1f} {ours_rate / plain_rate:>7.3f} "
-          f"{cpu_ratio:>10.3f} {diff:>23.2e}")
+          f"{cpu_ratio:>10.3f} {floor:>6.3f} {plain_rate / ours_rate / floor:>8.3f} {diff:>23.2e}")
     p(f"throughput_ratio_bs256={ratio_256:.3f}" if ratio_256 is not None else "throughput_ratio_bs256=nan")
 
 
