@@ -35,9 +35,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality_data import load_task  # noqa: E402
 
-from steerunc.metrics import error_auroc  # noqa: E402
-from steerunc.model import load_model  # noqa: E402
-from steerunc.prompting import chat_text  # noqa: E402
+from steerunc.judging.metrics import error_auroc  # noqa: E402
+from steerunc.scoring.model import load_model  # noqa: E402
+from steerunc.scoring.prompting import chat_text  # noqa: E402
 
 DEFAULT_SETS = "moderation,sst2,hatexplain,liar"
 #: ``moderation``: HateXplain's calibration posts asked as examples/moderation.jsonl asks (Yes = the

@@ -12,10 +12,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
-from steerunc.model import load_model
+from steerunc.scoring.model import load_model
 from steerunc.records import record_from_json
-from steerunc.scorer import Scorer, ScoreConfig
-from steerunc.vectors import default_vectors
+from steerunc.scoring.scorer import Scorer, ScoreConfig
+from steerunc.scoring.vectors import default_vectors
 
 name = sys.argv[1]
 threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0

@@ -62,7 +62,7 @@ def main() -> None:
     import torch
     import transformer_lens  # noqa: F401  (imported before the baseline, as load_model does)
 
-    from steerunc import model as model_module
+    from steerunc.scoring import model as model_module
 
     torch.set_num_threads(1)
     before = _status_mb("VmRSS")

@@ -46,8 +46,8 @@ METHODS = ("steer", "random", "prompt")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from steerunc.fusion import FusionConfig
-    from steerunc.scorer import ScoreConfig
+    from steerunc.scoring.fusion import FusionConfig
+    from steerunc.scoring.scorer import ScoreConfig
 
     steering, fusion = ScoreConfig(), FusionConfig()  # the library's defaults are the harness's
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -166,7 +166,7 @@ class _Model:
 
     def get(self) -> Any:
         if self.model is None:
-            from steerunc.model import load_model
+            from steerunc.scoring.model import load_model
 
             tick = time.perf_counter()
             self.model = load_model(self.args.model, device=self.args.device)
@@ -184,9 +184,9 @@ def _earlier(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) -> dict[str, Any]:
-    from steerunc.fusion import FusionConfig
-    from steerunc.scorer import ScoreConfig, Scorer
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.fusion import FusionConfig
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
+    from steerunc.scoring.vectors import load_vectors
 
     from quality_adds import prior_effect, steering_adds
     from quality_eval import judge

@@ -42,11 +42,11 @@ from typing import Any, Callable
 
 import torch
 
-from steerunc.model import LoadedModel, load_model
+from steerunc.scoring.model import LoadedModel, load_model
 from steerunc.records import ScoredRecord
-from steerunc.scorer import ScoreConfig, Scorer
-from steerunc.vectors import SteeringVectors, default_vectors
-from steerunc.views import Unembedding, collate, sequential_view_logits
+from steerunc.scoring.scorer import ScoreConfig, Scorer
+from steerunc.scoring.vectors import SteeringVectors, default_vectors
+from steerunc.scoring.views import Unembedding, collate, sequential_view_logits
 
 OPTIONS = ["Yes", "No"]
 TEMPLATE = 'Comment: "{}"\nIs this comment offensive? Answer Yes or No.\nAnswer:'

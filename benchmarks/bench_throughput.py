@@ -45,11 +45,11 @@ from typing import Any, Callable
 
 import torch
 
-from steerunc.model import LoadedModel, load_model
+from steerunc.scoring.model import LoadedModel, load_model
 from steerunc.records import Record, ScoredRecord
-from steerunc.scorer import ScoreConfig, Scorer
-from steerunc.vectors import default_vectors
-from steerunc.views import Unembedding, collate
+from steerunc.scoring.scorer import ScoreConfig, Scorer
+from steerunc.scoring.vectors import default_vectors
+from steerunc.scoring.views import Unembedding, collate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_speed import cpu_name, timed  # noqa: E402  (shared timing helpers)
@@ -90,7 +90,7 @@ def make_records(model: LoadedModel, n: int, seed: int) -> list[Record]:
 def final_block_path() -> str:
     """Which attention the final block ran at the read rows: the lean one (checked on the first
     batch against the module's own), the module's own, or none (the block ran whole)."""
-    from steerunc.final_block import _LEAN_OK  # a benchmark may look inside
+    from steerunc.scoring.final_block import _LEAN_OK  # a benchmark may look inside
 
     if not _LEAN_OK:
         return "not used"

@@ -3,7 +3,7 @@
 For one data set's scored files (calibration split, evaluated split; one pair per method):
 
 * ``steering_adds``: the combined calibrator ``msp+mutual_info+mean_kl+flip_rate@logistic``
-  (:class:`~steerunc.calibration_combined.CombinedCalibrator`, what
+  (:class:`~steerunc.judging.calibration_combined.CombinedCalibrator`, what
   ``steerunc calibrate --scores msp,mutual_info,mean_kl,flip_rate --method logistic`` fits)
   against calibrated ``msp`` alone (``--scores msp --method logistic``: Platt scaling), both
   fitted on the calibration split only and judged on the evaluated split against the same
@@ -11,12 +11,12 @@ For one data set's scored files (calibration split, evaluated split; one pair pe
   interval (the evaluated records resampled, the same resample for both scores). Built from
   each method's scores, so the random-vector and prompt-ensemble runs are the controls; each
   control's combination is also compared with the steering one, paired.
-* ``prior_effect``: the option prior (:class:`~steerunc.option_prior.OptionPrior`, what
+* ``prior_effect``: the option prior (:class:`~steerunc.judging.option_prior.OptionPrior`, what
   ``steerunc calibrate-prior`` fits) fitted on the calibration split and applied to the
   evaluated split: accuracy before and after, paired, with the accuracy of always answering the
   calibration split's most frequent label beside it.
 
-Calibrated confidences are read from the records with :mod:`steerunc.confidence`, as
+Calibrated confidences are read from the records with :mod:`steerunc.judging.confidence`, as
 ``steerunc evaluate --calibrator`` reads them; a ranking metric of a calibrated score uses
 -g(scores), as ``evaluate`` does, so a score whose fitted weight is negative ranks the other way.
 """
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from steerunc.calibration import CalibrationError, Calibrator, make_calibrator, save_calibrator
-from steerunc.confidence import calibrated_confidence
+from steerunc.judging.calibration import CalibrationError, Calibrator, make_calibrator, save_calibrator
+from steerunc.judging.confidence import calibrated_confidence
 from steerunc.errors import InputError
-from steerunc.metrics import bootstrap_interval, error_auroc, prr
-from steerunc.option_prior import OptionPrior, option_logits, save_prior
+from steerunc.judging.metrics import bootstrap_interval, error_auroc, prr
+from steerunc.judging.option_prior import OptionPrior, option_logits, save_prior
 from steerunc.scored import TARGETS, read_scored, record_keys, score_matrix
 
 __all__ = ["COMBINED", "steering_adds", "prior_effect", "paired"]

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from steerunc.calibration import CalibrationError, make_calibrator, save_calibrator
-from steerunc.evaluation import evaluate
-from steerunc.metrics import bootstrap_interval, compute_metrics, js_distance, prr
+from steerunc.judging.calibration import CalibrationError, make_calibrator, save_calibrator
+from steerunc.judging.evaluation import evaluate
+from steerunc.judging.metrics import bootstrap_interval, compute_metrics, js_distance, prr
 from steerunc.scored import TARGETS, read_scored, score_of
 
 __all__ = ["judge", "human_js", "SCORES"]

@@ -3,7 +3,7 @@
 Every function writes the files a user would get from the command line
 (``steerunc vectors build``, ``steerunc score``) so each step can be redone by
 hand with the command recorded in the run's JSON. Scoring runs in process with
-one loaded model (the same :class:`~steerunc.scorer.Scorer` the CLI uses), so
+one loaded model (the same :class:`~steerunc.scoring.scorer.Scorer` the CLI uses), so
 a run pays the model load once.
 """
 
@@ -14,14 +14,14 @@ from typing import Any, Iterator
 
 import torch
 
-from steerunc.annotations import read_pairs_or_annotations
-from steerunc.fusion import SCORE_NAMES, FusionConfig, fuse
+from steerunc.scoring.annotations import read_pairs_or_annotations
+from steerunc.scoring.fusion import SCORE_NAMES, FusionConfig, fuse
 from steerunc.io import dumps, read_jsonl
-from steerunc.model import LoadedModel
-from steerunc.readouts import OptionsReadout
+from steerunc.scoring.model import LoadedModel
+from steerunc.scoring.readouts import OptionsReadout
 from steerunc.records import ErrorRecord, Record, ScoredRecord, record_from_json
-from steerunc.scorer import ScoreConfig, Scorer
-from steerunc.vectors import SteeringVectors, build_vectors
+from steerunc.scoring.scorer import ScoreConfig, Scorer
+from steerunc.scoring.vectors import SteeringVectors, build_vectors
 
 __all__ = ["build_perspective_vectors", "random_vectors", "score_records", "prompt_ensemble", "read_records"]
 
@@ -113,7 +113,7 @@ def prompt_ensemble(
     """K+1 plain passes per record, perspective k written before the prompt as text.
 
     The K+1 option-logit vectors are fused and scored exactly as steered views
-    are (:func:`steerunc.fusion.fuse`), and written in ``steerunc score``'s
+    are (:func:`steerunc.scoring.fusion.fuse`), and written in ``steerunc score``'s
     schema. Returns the wall time in seconds.
     """
     start = time.perf_counter()

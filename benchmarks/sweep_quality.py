@@ -6,7 +6,7 @@ The dev items are the first ``--n-dev`` records of each data set's calibration
 split (quality_data.py): never an evaluated item. The model runs once per
 (layer, coefficient); tau, alpha and K are applied afterwards to the stored
 views (the stored view probabilities are at temperature 1, so their logs are
-the view logits up to a constant per view, which softmax ignores), with :func:`steerunc.fusion.fuse`, so they cost nothing.
+the view logits up to a constant per view, which softmax ignores), with :func:`steerunc.scoring.fusion.fuse`, so they cost nothing.
 
 Per setting and data set it records the dev AUROC of each score as a detector
 of the base prediction's errors, the accuracy of the base and fused
@@ -63,7 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _auroc(uncertainty: np.ndarray, correct: np.ndarray) -> float | None:
-    from steerunc.metrics import error_auroc
+    from steerunc.judging.metrics import error_auroc
 
     return error_auroc(uncertainty, correct)
 
@@ -84,8 +84,8 @@ def _views(results: list[Any]) -> tuple[list[np.ndarray], list[Any]]:
 def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: float, k: int) -> dict[str, Any]:
     import torch
 
-    from steerunc.fusion import FusionConfig, fuse
-    from steerunc.metrics import js_distance
+    from steerunc.scoring.fusion import FusionConfig, fuse
+    from steerunc.judging.metrics import js_distance
 
     config = FusionConfig(tau=tau, alpha=alpha)
     scores: dict[str, list[float]] = {}
@@ -112,8 +112,8 @@ def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: floa
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from steerunc.model import load_model
-    from steerunc.scorer import ScoreConfig, Scorer
+    from steerunc.scoring.model import load_model
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
 
     from quality_scoring import build_perspective_vectors, read_records
 

@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from steerunc.io import read_jsonl
-    from steerunc.model import load_model
+    from steerunc.scoring.model import load_model
     from steerunc.records import record_from_json
     from steerunc.records import ScoredRecord
-    from steerunc.scorer import ScoreConfig, Scorer
-    from steerunc.vectors import default_vectors
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
+    from steerunc.scoring.vectors import default_vectors
 
     model = load_model(args.model, device=args.device)
     records = [record_from_json(line.data, line.number) for line in read_jsonl(args.input)]

@@ -15,15 +15,15 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # scoring wing
-    "load_model": "steerunc.model",
-    "LoadedModel": "steerunc.model",
-    "SteeringVectors": "steerunc.vectors",
-    "build_vectors": "steerunc.vectors",
-    "load_vectors": "steerunc.vectors",
-    "default_vectors": "steerunc.vectors",
-    "read_pairs": "steerunc.vectors",
-    "Scorer": "steerunc.scorer",
-    "ScoreConfig": "steerunc.scorer",
+    "load_model": "steerunc.scoring.model",
+    "LoadedModel": "steerunc.scoring.model",
+    "SteeringVectors": "steerunc.scoring.vectors",
+    "build_vectors": "steerunc.scoring.vectors",
+    "load_vectors": "steerunc.scoring.vectors",
+    "default_vectors": "steerunc.scoring.vectors",
+    "read_pairs": "steerunc.scoring.vectors",
+    "Scorer": "steerunc.scoring.scorer",
+    "ScoreConfig": "steerunc.scoring.scorer",
     # shared
     "Record": "steerunc.records",
     "ScoredRecord": "steerunc.records",
@@ -33,11 +33,11 @@ _EXPORTS: dict[str, str] = {
     "ModelError": "steerunc.errors",
     "VectorsError": "steerunc.errors",
     # judging wing
-    "make_calibrator": "steerunc.calibration",
-    "load_calibrator": "steerunc.calibration",
-    "compute_metrics": "steerunc.metrics",
-    "Router": "steerunc.triage",
-    "check_disjoint": "steerunc.triage",
+    "make_calibrator": "steerunc.judging.calibration",
+    "load_calibrator": "steerunc.judging.calibration",
+    "compute_metrics": "steerunc.judging.metrics",
+    "Router": "steerunc.judging.triage",
+    "check_disjoint": "steerunc.judging.triage",
     "record_keys": "steerunc.scored",
 }
 

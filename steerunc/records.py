@@ -35,7 +35,7 @@ class Record:
     continuation: str | None = None
     human_probs: dict[str, float] | None = None
     line: int | None = None
-    #: read through the model's chat template (user turn = ``text``; steerunc/prompting.py);
+    #: read through the model's chat template (user turn = ``text``; steerunc/scoring/prompting.py);
     #: None: as the run says (``--chat``), else no
     chat: bool | None = None
 

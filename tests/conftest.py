@@ -23,7 +23,7 @@ DEVICE = os.environ.get("STEERUNC_TEST_DEVICE", "cpu")
 
 def load_tiny(dtype: str = "float32", path: str = "tiny-random") -> Any:
     """The tiny random model (or a directory holding a copy) on the test device, in ``dtype``."""
-    from steerunc.model import load_model
+    from steerunc.scoring.model import load_model
 
     return load_model(path, device=DEVICE, dtype=dtype)
 
@@ -52,6 +52,6 @@ def tiny() -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_vectors(tiny: Any) -> Any:
-    from steerunc.vectors import default_vectors
+    from steerunc.scoring.vectors import default_vectors
 
     return default_vectors(tiny)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from steerunc.annotations import (
+from steerunc.scoring.annotations import (
     detect_source,
     pairs_from_annotations,
     read_annotations,
@@ -106,7 +106,7 @@ def test_detect_source(tmp_path: Path) -> None:
 
 def test_cli_builds_vectors_from_annotations(tmp_path: Path, tiny: Any) -> None:
     from steerunc.cli import main
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.vectors import load_vectors
 
     lines = [{"perspective": "strict", "text": PROMPT.format(w), "feedback": "As a strict moderator, I flag it."}
              for w in ("hello there", "you are wrong", "nice work")]
@@ -133,7 +133,7 @@ def test_cli_builds_vectors_from_annotations(tmp_path: Path, tiny: Any) -> None:
 
 
 def test_shared_negatives_run_once_and_give_the_same_vectors(tiny: Any) -> None:
-    from steerunc.vectors import Pair, build_vectors
+    from steerunc.scoring.vectors import Pair, build_vectors
 
     prompts = [PROMPT.format(w) for w in ("a b", "c d e")]
     pairs = [Pair(p, f"{note}\n{t}", t) for p, note in (("x", "I am X."), ("y", "I am Y.")) for t in prompts]

@@ -129,8 +129,8 @@ def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(tiny: Any) -> No
     from quality_scoring import _PlainScorer
 
     from steerunc.records import Record
-    from steerunc.scorer import ScoreConfig, Scorer
-    from steerunc.vectors import SteeringVectors
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
+    from steerunc.scoring.vectors import SteeringVectors
 
     zero = SteeringVectors(names=["none"], vectors=torch.zeros(1, tiny.d_model), layer=tiny.n_layers - 1,
                            model_id=tiny.model_id, fingerprint=tiny.fingerprint, resid_norm=1.0, n_pairs=[0])

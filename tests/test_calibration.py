@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from steerunc import calibration_scaling
-from steerunc.calibration import (
+from steerunc.judging import calibration_scaling
+from steerunc.judging.calibration import (
     METHODS,
     CalibrationError,
     NotFittedError,
@@ -19,9 +19,9 @@ from steerunc.calibration import (
     make_calibrator,
     save_calibrator,
 )
-from steerunc.calibration_scaling import softmax
+from steerunc.judging.calibration_scaling import softmax
 from steerunc.errors import InputError
-from steerunc.metrics import ece
+from steerunc.judging.metrics import ece
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pyro, inside netcal
 

@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner, Result
 from scored_fixtures import make_records, write_jsonl, write_scored
 
-from steerunc.calibration import CombinedCalibrator, load_calibrator, make_calibrator
-from steerunc.calibration_combined import combination_objective
+from steerunc.judging.calibration import CombinedCalibrator, load_calibrator, make_calibrator
+from steerunc.judging.calibration_combined import combination_objective
 from steerunc.cli import main
 from steerunc.errors import InputError
-from steerunc.metrics import brier, ece
-from steerunc.metrics import error_auroc as auroc
-from steerunc.triage import Router, raw_certainty
-from steerunc.triage_bounds import risk_threshold
+from steerunc.judging.metrics import brier, ece
+from steerunc.judging.metrics import error_auroc as auroc
+from steerunc.judging.triage import Router, raw_certainty
+from steerunc.judging.triage_bounds import risk_threshold
 
 
 def run(*args: Any) -> Result:
@@ -216,7 +216,7 @@ def test_one_score_in_scores_is_the_same_as_score_and_a_missing_one_names_the_li
 
 @pytest.mark.parametrize(
     "module",
-    ["steerunc.calibration", "steerunc.calibration_combined", "steerunc.option_prior", "steerunc.provenance",
+    ["steerunc.judging.calibration", "steerunc.judging.calibration_combined", "steerunc.judging.option_prior", "steerunc.judging.provenance",
      "steerunc.scored"],
 )
 def test_the_examples_in_the_docstrings_run(module: str) -> None:

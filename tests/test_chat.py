@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import pytest
 from click.testing import CliRunner
 
-from steerunc.prompting import chat_text
+from steerunc.scoring.prompting import chat_text
 from steerunc.records import ScoredRecord
-from steerunc.scorer import Scorer
+from steerunc.scoring.scorer import Scorer
 
 TEMPLATE = "{{ bos_token }}User: {{ messages[0]['content'] }}\nAssistant:{{ '\\n' }}"
 QUESTION = "Comment: \"nice work\"\nIs this comment offensive?"
@@ -45,7 +45,7 @@ def test_a_chat_record_is_the_user_turn_read_at_the_start_of_the_answer(template
 
 
 def test_the_run_flag_applies_to_records_that_do_not_say(templated: Any, tiny_vectors: Any) -> None:
-    from steerunc.scorer import ScoreConfig
+    from steerunc.scoring.scorer import ScoreConfig
 
     scorer = Scorer(templated, tiny_vectors, ScoreConfig(chat=True))
     on, off = scorer.score([{"text": QUESTION, "options": ["Yes", "No"]},
@@ -72,7 +72,7 @@ def _no_template(tiny: Any, tiny_vectors: Any) -> None:
     import logging
 
     scorer = Scorer(tiny, tiny_vectors)
-    with _captured("steerunc.scorer") as seen:
+    with _captured("steerunc.scoring.scorer") as seen:
         asked, plain, again = scorer.score([
             {"id": "a", "text": QUESTION, "options": ["Yes", "No"], "chat": True},
             {"id": "b", "text": QUESTION, "options": ["Yes", "No"]},

@@ -252,7 +252,7 @@ def test_triage_max_risk_needs_labels(files: dict[str, str], tmp_path: Path) -> 
 
 
 def test_calibrate_records_the_keys_of_the_records_it_was_fitted_on(files: dict[str, str]) -> None:
-    from steerunc.calibration import load_calibrator
+    from steerunc.judging.calibration import load_calibrator
     from steerunc.scored import record_keys
 
     labelled = [d for d in read_jsonl(files["cal"]) if d.get("correct") is not None]
@@ -305,7 +305,7 @@ def test_triage_max_risk_warns_when_an_old_calibrator_cannot_be_checked(files: d
     (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert f"{old} does not record which records it was fitted on" in warning and files["cal"] in warning
     assert len(accept) + len(review) == len(read_jsonl(files["new"]))
-    from steerunc.calibration import load_calibrator
+    from steerunc.judging.calibration import load_calibrator
 
     assert load_calibrator(str(old)).fitted_on_ is None
 
@@ -335,10 +335,10 @@ def test_calibrate_without_errors_names_the_file(tmp_path: Path) -> None:
 def test_evaluate_plots_and_tables_use_each_rows_own_prediction(
     files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import steerunc.plots
+    import steerunc.judging.plots
 
     seen: dict[str, Any] = {}
-    real_reliability, real_risk = steerunc.plots.reliability_diagram, steerunc.plots.risk_coverage_plot
+    real_reliability, real_risk = steerunc.judging.plots.reliability_diagram, steerunc.judging.plots.risk_coverage_plot
 
     def reliability(confidence: Any, correct: Any, **kwargs: Any) -> Any:
         seen[kwargs["name"].split()[0]] = list(correct)
@@ -348,8 +348,8 @@ def test_evaluate_plots_and_tables_use_each_rows_own_prediction(
         seen["risk_coverage"] = ({k: list(v) for k, v in correct.items()}, kwargs["judged_against"])
         return real_risk(curves, correct, **kwargs)
 
-    monkeypatch.setattr(steerunc.plots, "reliability_diagram", reliability)
-    monkeypatch.setattr(steerunc.plots, "risk_coverage_plot", risk)
+    monkeypatch.setattr(steerunc.judging.plots, "reliability_diagram", reliability)
+    monkeypatch.setattr(steerunc.judging.plots, "risk_coverage_plot", risk)
     result = run("evaluate", files["test"], "--out", tmp_path / "r", "--bootstrap", "0", "--no-smooth")
     assert result.exit_code == 0, result.stderr
     records = read_jsonl(files["test"])

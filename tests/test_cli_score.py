@@ -167,8 +167,8 @@ def test_vectors_build_and_use(tmp_path: Path) -> None:
 def test_cli_defaults_are_the_library_defaults() -> None:
     """The CLI spells its defaults out (its --help loads no torch); they must stay the library's."""
     from steerunc.cli.score import score
-    from steerunc.fusion import FusionConfig
-    from steerunc.scorer import ScoreConfig
+    from steerunc.scoring.fusion import FusionConfig
+    from steerunc.scoring.scorer import ScoreConfig
 
     defaults = {p.name: p.default for p in score.params}
     steering, fusion = ScoreConfig(), FusionConfig()
@@ -184,9 +184,9 @@ def test_cli_defaults_are_the_library_defaults() -> None:
 def loads(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """``load_model`` hands out the session's tiny model, scored under two perspectives; the list
     records every load."""
-    import steerunc.model
-    import steerunc.scorer
-    from steerunc.vectors import Pair, build_vectors
+    import steerunc.scoring.model
+    import steerunc.scoring.scorer
+    from steerunc.scoring.vectors import Pair, build_vectors
 
     two = build_vectors(tiny, [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"),
                                Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")], layer=1)
@@ -196,8 +196,8 @@ def loads(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(name)
         return tiny
 
-    monkeypatch.setattr(steerunc.model, "load_model", load)
-    monkeypatch.setattr(steerunc.scorer, "default_vectors", lambda model, layer=None: two)
+    monkeypatch.setattr(steerunc.scoring.model, "load_model", load)
+    monkeypatch.setattr(steerunc.scoring.scorer, "default_vectors", lambda model, layer=None: two)
     return calls
 
 

@@ -23,7 +23,7 @@ TINY = ["--model", "tiny-random", "--device", "cpu", "-q"]
 @pytest.fixture(scope="module")
 def two(tiny: Any) -> Any:
     """Two perspectives for the tiny model (built from two pairs: scoring stays fast)."""
-    from steerunc.vectors import Pair, build_vectors
+    from steerunc.scoring.vectors import Pair, build_vectors
 
     pairs = [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"), Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")]
     return build_vectors(tiny, pairs, layer=1)
@@ -41,8 +41,8 @@ def records(text: str) -> list[dict[str, Any]]:
 def loads(tiny: Any, two: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """``load_model`` hands out the session's tiny model, scored under two perspectives; the list
     records every load."""
-    import steerunc.model
-    import steerunc.scorer
+    import steerunc.scoring.model
+    import steerunc.scoring.scorer
 
     calls: list[str] = []
 
@@ -50,8 +50,8 @@ def loads(tiny: Any, two: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(name)
         return tiny
 
-    monkeypatch.setattr(steerunc.model, "load_model", load)
-    monkeypatch.setattr(steerunc.scorer, "default_vectors", lambda model, layer=None: two)
+    monkeypatch.setattr(steerunc.scoring.model, "load_model", load)
+    monkeypatch.setattr(steerunc.scoring.scorer, "default_vectors", lambda model, layer=None: two)
     return calls
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from steerunc.divergence import entropy, js, kl, mutual_info, top_m_entropy
+from steerunc.scoring.divergence import entropy, js, kl, mutual_info, top_m_entropy
 
 
 def _logp(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -10,10 +10,10 @@ import pytest
 from scored_fixtures import write_jsonl
 
 from steerunc.errors import InputError
-from steerunc.evaluation import evaluate
-from steerunc.metrics import compute_metrics
+from steerunc.judging.evaluation import evaluate
+from steerunc.judging.metrics import compute_metrics
 from steerunc.scored import TARGETS, ScoredFile, correctness, read_scored
-from steerunc.triage import Router
+from steerunc.judging.triage import Router
 
 
 def _entropy(p: list[float]) -> float:
@@ -102,7 +102,7 @@ def test_a_row_without_its_prediction_is_left_out_with_a_note(tmp_path: Any) -> 
 
 
 def test_calibrator_rows_are_judged_against_its_target(opposite: ScoredFile) -> None:
-    from steerunc.calibration import make_calibrator
+    from steerunc.judging.calibration import make_calibrator
 
     values = np.array([r["scores"]["msp"] for r in opposite_records()])
     fused_ok = np.array([r["correct"] for r in opposite_records()], dtype=float)
@@ -113,7 +113,7 @@ def test_calibrator_rows_are_judged_against_its_target(opposite: ScoredFile) -> 
 
 
 def test_risk_coverage_plot_takes_one_correctness_per_curve() -> None:
-    from steerunc.plots import risk_coverage_plot
+    from steerunc.judging.plots import risk_coverage_plot
 
     y = np.array([1.0, 1.0, 0.0, 0.0])
     u = np.array([0.1, 0.2, 0.8, 0.9])
@@ -158,7 +158,7 @@ def test_labelled_stops_at_a_label_outside_the_options(tmp_path: Any) -> None:
 
 
 def test_router_still_routes_records_without_labels() -> None:
-    from steerunc.calibration import make_calibrator
+    from steerunc.judging.calibration import make_calibrator
 
     cal = make_calibrator("isotonic", "mutual_info").fit([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0])
     router = Router(cal, 0.5)

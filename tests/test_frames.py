@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from steerunc.errors import InputError
-from steerunc.frames import ColumnMap, flatten, read_scored_df, score_df
+from steerunc.integrations.frames import ColumnMap, flatten, read_scored_df, score_df
 from steerunc.records import Record
 
 from conftest import MODERATION
@@ -22,8 +22,8 @@ pd = pytest.importorskip("pandas")
 
 @pytest.fixture(scope="module")
 def scorer(tiny: Any) -> Any:
-    from steerunc.scorer import Scorer
-    from steerunc.vectors import Pair, build_vectors
+    from steerunc.scoring.scorer import Scorer
+    from steerunc.scoring.vectors import Pair, build_vectors
 
     pairs = [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"), Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")]
     return Scorer(tiny, build_vectors(tiny, pairs, layer=1))

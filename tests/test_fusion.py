@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from steerunc.fusion import SCORE_NAMES, FusionConfig, fuse
+from steerunc.scoring.fusion import SCORE_NAMES, FusionConfig, fuse
 from steerunc.records import Record
-from steerunc.scorer import ScoreConfig, Scorer
+from steerunc.scoring.scorer import ScoreConfig, Scorer
 
 from conftest import MODERATION
 
@@ -175,7 +175,7 @@ def test_padded_options_change_nothing(method: str) -> None:
 
 
 def test_jensen_shannon_is_computed_on_request() -> None:
-    from steerunc.divergence import js
+    from steerunc.scoring.divergence import js
 
     z = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(4))
     fused = fuse(z, FusionConfig(tau=0.5))

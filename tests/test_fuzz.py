@@ -45,15 +45,15 @@ def run(*args: Any) -> Result:
 def setup(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The session's tiny model for every load, two perspectives, and a smaller line limit."""
     import steerunc.io
-    import steerunc.model
-    from steerunc.vectors import Pair, build_vectors
+    import steerunc.scoring.model
+    from steerunc.scoring.vectors import Pair, build_vectors
 
     d = tmp_path_factory.mktemp("fuzz")
     pairs = [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"), Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")]
     vectors = d / "two.safetensors"
     build_vectors(tiny, pairs, layer=1).save(str(vectors))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(steerunc.model, "load_model", lambda name, device="auto", dtype="auto": tiny)
+        patch.setattr(steerunc.scoring.model, "load_model", lambda name, device="auto", dtype="auto": tiny)
         patch.setattr(steerunc.io, "MAX_LINE_BYTES", LINE_LIMIT)
         yield {"dir": d, "vectors": str(vectors), "n": 0}
 
@@ -220,14 +220,14 @@ def random_forward(setup: dict[str, Any]) -> Iterator[None]:
     """The forward pass gives random hidden states of the right shape; everything else runs."""
     import torch
 
-    import steerunc.scorer
+    import steerunc.scoring.scorer
 
     def hidden(model: Any, batch: Any, steer: Any, layer: int, start: int = 0) -> Any:
         rows, n_read = batch.positions.shape
         return torch.randn(rows, steer.shape[0] + 1, n_read, model.d_model, generator=torch.Generator().manual_seed(rows))
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(steerunc.scorer, "steered_hidden", hidden)
+        patch.setattr(steerunc.scoring.scorer, "steered_hidden", hidden)
         yield
 
 
@@ -345,7 +345,7 @@ def test_judging_damaged_files_gives_a_result_or_one_line_of_error(judged: dict[
     _clean(fitted)
     event(f"calibrate exit {fitted.exit_code}")
     if fitted.exit_code == 0:
-        from steerunc.calibration import load_calibrator
+        from steerunc.judging.calibration import load_calibrator
 
         assert load_calibrator(str(d / "fitted.json")).predict([0.1]).shape == (1,)
     _clean(run("evaluate", scored, "-c", cal, "--bootstrap", "0", "--no-smooth"))

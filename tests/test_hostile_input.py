@@ -52,7 +52,7 @@ def one_line(result: Result) -> str:
 @pytest.fixture(scope="module")
 def vecs(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Two perspectives for the tiny model (built from a few pairs: scoring stays fast)."""
-    from steerunc.vectors import Pair, build_vectors
+    from steerunc.scoring.vectors import Pair, build_vectors
 
     pairs = [
         Pair("kind", "I am a kind reader.\nComment: hello", "Comment: hello"),
@@ -66,7 +66,7 @@ def vecs(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def loads(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """``load_model`` hands out the session's tiny model; the list records every load."""
-    import steerunc.model
+    import steerunc.scoring.model
 
     calls: list[str] = []
 
@@ -74,7 +74,7 @@ def loads(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(name)
         return tiny
 
-    monkeypatch.setattr(steerunc.model, "load_model", load)
+    monkeypatch.setattr(steerunc.scoring.model, "load_model", load)
     return calls
 
 
@@ -122,8 +122,8 @@ def test_a_poisoned_line_becomes_an_error_record_and_the_run_goes_on(
 def test_a_record_with_a_lone_surrogate_from_python_is_an_error_not_a_crash(tiny: Any, vecs: str) -> None:
     """The Python API: a Record built by hand with a string no tokenizer takes."""
     from steerunc.records import ErrorRecord, Record
-    from steerunc.scorer import Scorer
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.scorer import Scorer
+    from steerunc.scoring.vectors import load_vectors
 
     scorer = Scorer(tiny, load_vectors(vecs, tiny))
     out = scorer.score([Record("Comment: a\ud800b\nAnswer:", id="s", options=["Yes", "No"]), "Answer:"], ["Yes", "No"])
@@ -138,8 +138,8 @@ def test_a_long_text_is_tokenized_only_up_to_a_bound_set_by_the_context(
     tiny: Any, vecs: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from steerunc.records import Record, ScoredRecord
-    from steerunc.scorer import Scorer, ScoreConfig
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.scorer import Scorer, ScoreConfig
+    from steerunc.scoring.vectors import load_vectors
 
     scorer = Scorer(tiny, load_vectors(vecs, tiny), ScoreConfig(max_tokens=64))
     seen: list[int] = []
@@ -259,7 +259,7 @@ def test_a_vector_file_that_means_nothing_is_refused_naming_file_and_field_befor
     tmp_path: Path, vecs: str, loads: list[str], changes: dict[str, Any], field: str
 ) -> None:
     from steerunc.errors import VectorsError
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.vectors import load_vectors
 
     bad = _bad_vectors(vecs, tmp_path / "bad.safetensors", dict(changes))
     with pytest.raises(VectorsError) as caught:
@@ -549,7 +549,7 @@ def test_ids_keep_their_json_type_or_are_refused(tmp_path: Path, vecs: str, load
 def test_loading_the_tiny_model_leaves_no_temporary_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from steerunc import tiny
+    from steerunc.scoring import tiny
 
     private = tmp_path / "tmp"
     private.mkdir()
@@ -579,7 +579,7 @@ def test_a_model_directory_with_pickle_weights_gets_one_line(tiny: Any, tmp_path
 
 def test_load_model_never_reads_pickle_weights(tiny: Any, tmp_path: Path) -> None:
     from steerunc.errors import ModelError
-    from steerunc.model import load_model
+    from steerunc.scoring.model import load_model
 
     folder = _pickled_model_dir(tiny, tmp_path / "pickled")
     with pytest.raises(ModelError, match="only safetensors weights are read"):

@@ -32,7 +32,7 @@ def user_cache() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def qwen(user_cache: None) -> Any:
-    from steerunc.model import load_model
+    from steerunc.scoring.model import load_model
 
     return load_model("default", device="cpu")
 
@@ -70,8 +70,8 @@ def test_score_examples_on_the_default_model(qwen: Any, tmp_path: Path) -> None:
 
 
 def test_one_pass_equals_separate_passes_on_the_default_model(qwen: Any) -> None:
-    from steerunc.vectors import default_vectors
-    from steerunc.views import Unembedding, collate, sequential_view_logits, steered_hidden
+    from steerunc.scoring.vectors import default_vectors
+    from steerunc.scoring.views import Unembedding, collate, sequential_view_logits, steered_hidden
 
     vectors = default_vectors(qwen)
     steer = vectors.scaled(0.25)

@@ -10,7 +10,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from steerunc import metrics as M
+from steerunc.judging import metrics as M
 
 
 @pytest.fixture(scope="module")

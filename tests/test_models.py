@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from steerunc.errors import ModelError
-from steerunc.registry import (
+from steerunc.scoring.registry import (
     BUILTIN_MODELS,
     COMPLETE_MARKER,
     DEFAULT_TARGET,
@@ -100,7 +100,7 @@ def test_installed_and_converted_are_read_from_the_disk(fake_site: Path, tmp_pat
 
 
 def test_assemble_names_the_missing_part_then_concatenates(fake_site: Path, tmp_path: Path) -> None:
-    from steerunc.gguf_parts import assemble
+    from steerunc.scoring.gguf_parts import assemble
 
     model, target = _fake_model(), str(tmp_path / "out" / "fake.gguf")
     with pytest.raises(ModelError, match=r"pip install steerunc-fake-part2==0\.1\.0"):
@@ -113,7 +113,7 @@ def test_assemble_names_the_missing_part_then_concatenates(fake_site: Path, tmp_
 
 
 def test_assemble_refuses_a_wrong_checksum_and_leaves_nothing(fake_site: Path, tmp_path: Path) -> None:
-    from steerunc.gguf_parts import assemble
+    from steerunc.scoring.gguf_parts import assemble
 
     _install(fake_site, 2)
     target = tmp_path / "out" / "fake.gguf"
@@ -140,14 +140,14 @@ def test_models_command_lists_every_builtin(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_unknown_model_name_is_a_model_error() -> None:
-    from steerunc.model import load_model
+    from steerunc.scoring.model import load_model
 
     with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
         load_model("no-such-model", device="cpu")
 
 
 def test_a_directory_loads_straight_into_bfloat16_with_the_float32_fingerprint(tiny: Any, tmp_path: Path) -> None:
-    from steerunc.tiny import tiny_random_model
+    from steerunc.scoring.tiny import tiny_random_model
 
     hf_model, tokenizer = tiny_random_model()
     hf_model.save_pretrained(tmp_path / "tiny")

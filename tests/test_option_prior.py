@@ -17,8 +17,8 @@ from scored_fixtures import biased_records, write_jsonl
 
 from steerunc.cli import main
 from steerunc.errors import InputError
-from steerunc.option_prior import OptionPrior, load_prior, prior_from_dict
-from steerunc.triage import Router
+from steerunc.judging.option_prior import OptionPrior, load_prior, prior_from_dict
+from steerunc.judging.triage import Router
 
 
 def run(*args: Any) -> Result:
@@ -111,7 +111,7 @@ def test_json_round_trip_and_malformed_files(tmp_path: Path) -> None:
 def test_the_prior_never_imports_torch() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from steerunc.option_prior import OptionPrior\n"
+        "from steerunc.judging.option_prior import OptionPrior\n"
         "import steerunc.cli.calibrate, steerunc.cli.evaluate, steerunc.cli.triage\n"
         "p = OptionPrior('base').fit(np.array([[2.0, 0.0], [1.0, 0.5], [0.0, 1.0]]), [1, 1, 1], ['Yes', 'No'])\n"
         "p.correct({'base_logits': {'Yes': 1.0, 'No': 0.0}, 'label': 'No'})\n"

@@ -11,9 +11,9 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from steerunc.evaluation import Row
-from steerunc.metrics import aurc, reliability_bins
-from steerunc.plots import (
+from steerunc.judging.evaluation import Row
+from steerunc.judging.metrics import aurc, reliability_bins
+from steerunc.judging.plots import (
     ReliabilityDisplay,
     RiskCoverageDisplay,
     evaluation_figures,
@@ -54,7 +54,7 @@ def test_display_objects_draw_on_given_axes_and_restyle() -> None:
     ax, count_ax = fig.subplots(1, 2)
     display = ReliabilityDisplay.from_predictions(confidence, correct, n_bins=5, name="fused", ax=ax, count_ax=count_ax)
     assert display.ax_ is ax and display.figure_ is fig and display.count_ax_ is count_ax
-    assert display.ece == pytest.approx(__import__("steerunc.metrics", fromlist=["ece"]).ece(confidence, correct, 5))
+    assert display.ece == pytest.approx(__import__("steerunc.judging.metrics", fromlist=["ece"]).ece(confidence, correct, 5))
     again = display.plot(counts=False, bar_color="green")
     assert again is display and display.ax_ is not ax and display.count_ax_ is None
     assert any(p.get_facecolor() == to_rgba("green") for p in bars(display.ax_))

@@ -129,10 +129,10 @@ def test_evaluate_refuses_in_sample_records_or_labels_everything_in_sample(
     (line,) = refused.stderr.strip().splitlines()
     assert f"{fitted['cal']}: 300 of these 300 labelled records evaluated are among the 300 the calibrator " \
            f"{fitted['calibrator']} was fitted on" in line and "--in-sample" in line
-    import steerunc.plots
+    import steerunc.judging.plots
 
     titles: list[str] = []
-    real_reliability, real_risk = steerunc.plots.reliability_diagram, steerunc.plots.risk_coverage_plot
+    real_reliability, real_risk = steerunc.judging.plots.reliability_diagram, steerunc.judging.plots.risk_coverage_plot
 
     def reliability(*args: Any, **kwargs: Any) -> Any:
         figure = real_reliability(*args, **kwargs)
@@ -144,8 +144,8 @@ def test_evaluate_refuses_in_sample_records_or_labels_everything_in_sample(
         titles.append(figure.axes[0].get_title())
         return figure
 
-    monkeypatch.setattr(steerunc.plots, "reliability_diagram", reliability)
-    monkeypatch.setattr(steerunc.plots, "risk_coverage_plot", risk)
+    monkeypatch.setattr(steerunc.judging.plots, "reliability_diagram", reliability)
+    monkeypatch.setattr(steerunc.judging.plots, "risk_coverage_plot", risk)
     out = tmp_path / "report"
     result = run("evaluate", fitted["cal"], "-c", fitted["calibrator"], "--in-sample", "--bootstrap", "0",
                  "--no-smooth", "--out", out, "--json")
@@ -165,9 +165,9 @@ def test_evaluate_refuses_in_sample_records_or_labels_everything_in_sample(
 
 
 def test_router_routes_a_scored_record_object(fitted: dict[str, str]) -> None:
-    from steerunc.calibration import load_calibrator
+    from steerunc.judging.calibration import load_calibrator
     from steerunc.records import ScoredRecord
-    from steerunc.triage import Router
+    from steerunc.judging.triage import Router
 
     router = Router(load_calibrator(fitted["calibrator"]), 0.5)
     data = make_records(1, 6)[0]

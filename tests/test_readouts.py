@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-import steerunc.readouts as readouts_module
+import steerunc.scoring.readouts as readouts_module
 from steerunc import __version__
 from steerunc.records import ErrorRecord, Record, ScoredRecord
-from steerunc.readouts_vocab import TokenNames, _unique
-from steerunc.scorer import ScoreConfig, Scorer, vectors_digest
+from steerunc.scoring.readouts_vocab import TokenNames, _unique
+from steerunc.scoring.scorer import ScoreConfig, Scorer, vectors_digest
 
 from conftest import MODERATION
 
@@ -61,7 +61,7 @@ def test_next_token_records_in_chunks_equal_one_chunk(tiny: Any, tiny_vectors: A
     texts = [MODERATION.format(t) for t in ("you are great", "ok", "what a lovely idea")]
     whole = Scorer(tiny, tiny_vectors, ScoreConfig(coeff=COEFF, batch_size=64)).score(texts)
     monkeypatch.setattr(readouts_module, "CHUNK_VALUES", 1)
-    import steerunc.readouts_vocab as vocab_module
+    import steerunc.scoring.readouts_vocab as vocab_module
 
     monkeypatch.setattr(vocab_module, "chunk_size", lambda per_unit, wanted: 1)
     chunked = Scorer(tiny, tiny_vectors, ScoreConfig(coeff=COEFF, batch_size=64)).score(texts)

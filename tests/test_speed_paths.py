@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import torch
 
-import steerunc.readouts as readouts_module
-from steerunc.fusion import FusionConfig
+import steerunc.scoring.readouts as readouts_module
+from steerunc.scoring.fusion import FusionConfig
 from steerunc.records import Record, ScoredRecord
-from steerunc.scorer import ScoreConfig, Scorer
-from steerunc.views import Unembedding, collate, sequential_view_logits, steered_hidden
+from steerunc.scoring.scorer import ScoreConfig, Scorer
+from steerunc.scoring.views import Unembedding, collate, sequential_view_logits, steered_hidden
 
 from conftest import MODERATION
 

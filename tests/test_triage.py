@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from steerunc.calibration import Calibrator, load_calibrator, make_calibrator, save_calibrator
+from steerunc.judging.calibration import Calibrator, load_calibrator, make_calibrator, save_calibrator
 from steerunc.errors import InputError
 from steerunc.scored import record_keys
-from steerunc.triage import Router, check_disjoint, confidence_warning, raw_certainty
-from steerunc.triage_bounds import budget_cut, budget_threshold, clopper_pearson_upper, min_accepted, risk_threshold
+from steerunc.judging.triage import Router, check_disjoint, confidence_warning, raw_certainty
+from steerunc.judging.triage_bounds import budget_cut, budget_threshold, clopper_pearson_upper, min_accepted, risk_threshold
 
 
 def test_clopper_pearson_matches_scipy() -> None:
@@ -360,7 +360,7 @@ def test_routing_loads_neither_torch_nor_matplotlib_nor_sklearn(router: Router, 
     path = tmp_path / "policy.json"
     router.save_policy(str(path))
     code = (
-        "import sys, steerunc.metrics, steerunc.evaluation, steerunc.plots, steerunc.calibration\n"
+        "import sys, steerunc.judging.metrics, steerunc.judging.evaluation, steerunc.judging.plots, steerunc.judging.calibration\n"
         "from steerunc import Router\n"
         f"d = Router.from_policy({str(path)!r}).route({{'scores': {{'mutual_info': 0.1}}}})\n"
         "heavy = [m for m in ('torch', 'matplotlib', 'sklearn', 'netcal', 'relplot') if m in sys.modules]\n"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from steerunc.errors import InputError, VectorsError
-from steerunc.vectors import Pair, build_vectors, load_vectors, read_pairs
+from steerunc.scoring.vectors import Pair, build_vectors, load_vectors, read_pairs
 
 from conftest import load_tiny
 
@@ -24,7 +24,7 @@ PAIRS = [
 
 
 def test_vector_is_the_mean_activation_difference(tiny: Any) -> None:
-    from steerunc.vectors import _last_token_acts
+    from steerunc.scoring.vectors import _last_token_acts
 
     built = build_vectors(tiny, PAIRS, layer=1)
     pos, _, _ = _last_token_acts(tiny, [p.positive for p in PAIRS[:2]], 1, batch_size=1)
@@ -49,7 +49,7 @@ def test_round_trip_keeps_vectors_and_metadata(tiny: Any, tmp_path: Path) -> Non
 
 
 def test_a_file_for_another_model_is_refused(tiny: Any, tmp_path: Path) -> None:
-    from steerunc.tiny import tiny_random_model
+    from steerunc.scoring.tiny import tiny_random_model
 
     other_dir = tmp_path / "other-model"
     hf_model, tokenizer = tiny_random_model(seed=1)  # same shapes, other weights
@@ -110,7 +110,7 @@ def test_centring_one_vector_is_refused(tiny: Any) -> None:
 
 
 def test_expect_fields_are_optional_read_once_per_perspective_and_checked(tmp_path: Path) -> None:
-    from steerunc.vectors import read_expectations
+    from steerunc.scoring.vectors import read_expectations
 
     path = tmp_path / "pairs.jsonl"
     rows = [
@@ -134,7 +134,7 @@ def test_expect_fields_are_optional_read_once_per_perspective_and_checked(tmp_pa
 
 
 def test_the_shipped_perspectives_declare_what_they_favour_on_an_offensiveness_probe() -> None:
-    from steerunc.vectors import _default_pairs_path, read_expectations
+    from steerunc.scoring.vectors import _default_pairs_path, read_expectations
 
     assert read_expectations(_default_pairs_path()) == {
         "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes", "legal_expert": "No",
@@ -163,7 +163,7 @@ def test_a_stored_expect_field_is_checked_on_load(tiny: Any, tmp_path: Path) -> 
 def test_shipped_default_vectors_are_used_only_when_they_fit(tiny: Any, tmp_path: Path, monkeypatch: Any) -> None:
     """Pre-built vectors in the package save building them (minutes on a real model), but only
     when they were built from the same pairs on the same weights at the same layer."""
-    import steerunc.vectors as vec
+    import steerunc.scoring.vectors as vec
 
     built = vec.default_vectors(tiny)
     shipped = tmp_path / "shipped.safetensors"
@@ -188,7 +188,7 @@ def test_shipped_default_vectors_are_used_only_when_they_fit(tiny: Any, tmp_path
 
 
 def test_the_default_set_digest_ignores_fields_other_than_the_pairs() -> None:
-    from steerunc.vectors import Pair, _pairs_digest
+    from steerunc.scoring.vectors import Pair, _pairs_digest
 
     pairs = [Pair("a", "I think so. x", "x"), Pair("b", "I doubt it. x", "x")]
     assert _pairs_digest(pairs) == _pairs_digest(list(pairs))

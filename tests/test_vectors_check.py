@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from steerunc.cli import main
 from steerunc.errors import InputError
 from steerunc.records import Record
-from steerunc.vectors import SteeringVectors
-from steerunc.vectors_check import (
+from steerunc.scoring.vectors import SteeringVectors
+from steerunc.scoring.vectors_check import (
     FORMAT,
     MIN_RECORDS,
     Expectation,
@@ -210,7 +210,7 @@ def test_a_single_negated_vector_fails_uncentred(tiny: Any, favour: SteeringVect
 
 def test_views_match_what_the_scorer_reports(tiny: Any, favour: SteeringVectors) -> None:
     """+v views are the scorer's views at its defaults; -v is the same vector negated."""
-    from steerunc.scorer import Scorer
+    from steerunc.scoring.scorer import Scorer
 
     records = _records(3)
     run = probe_probabilities(tiny, favour, records)
@@ -282,12 +282,12 @@ def test_cli_reads_expectations_from_the_pairs_file_and_stores_them_when_buildin
 
 def test_cli_usage_errors_exit_2_before_the_model_loads(tmp_path: Path, favour: SteeringVectors,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import steerunc.model
+    import steerunc.scoring.model
 
     def no_model(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(steerunc.model, "load_model", no_model)
+    monkeypatch.setattr(steerunc.scoring.model, "load_model", no_model)
     vecs = str(tmp_path / "v.safetensors")
     favour.save(vecs)
     probe = str(_probe(tmp_path))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from steerunc.records import Record
-from steerunc.scorer import ScoreConfig, Scorer
-from steerunc.views import Unembedding, collate, sequential_view_logits, steered_hidden
+from steerunc.scoring.scorer import ScoreConfig, Scorer
+from steerunc.scoring.views import Unembedding, collate, sequential_view_logits, steered_hidden
 
 from conftest import MODERATION, load_tiny
 
@@ -122,7 +122,7 @@ def test_head_runs_in_float32_for_a_bfloat16_model(tiny_vectors: Any) -> None:
             ],
             dim=-1,
         )
-        from steerunc.fusion import fuse
+        from steerunc.scoring.fusion import fuse
 
         expected = fuse(body_only, config.fusion)
         for name in out.scores:
@@ -191,7 +191,7 @@ def _eager(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed:
 @pytest.mark.parametrize("mask_kind", ["float-4d", "bool-4d", "none", "padding-2d"])
 def test_read_rows_attention_equals_every_row_at_the_read_rows(mask_kind: str) -> None:
     """Grouped-query heads, a sliding window, padded rows, several read positions (one repeated)."""
-    from steerunc.final_block import rows_attention as _rows_attention
+    from steerunc.scoring.final_block import rows_attention as _rows_attention
 
     gen = torch.Generator().manual_seed(0)
     rows, heads, kv_heads, width, dim, window = 3, 4, 2, 9, 8, 4
@@ -227,7 +227,7 @@ def test_the_final_block_scores_only_the_read_rows(tiny: Any, tiny_vectors: Any,
     later batches use the lean one. The bridge's own all-rows attention never runs for that block."""
     import weakref
 
-    import steerunc.final_block as final_module
+    import steerunc.scoring.final_block as final_module
 
     seen: list[tuple[int, ...]] = []
     original = final_module.rows_attention
@@ -264,7 +264,7 @@ def test_the_final_block_scores_only_the_read_rows(tiny: Any, tiny_vectors: Any,
 def test_a_lean_attention_that_disagrees_is_not_used(tiny: Any, tiny_vectors: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import weakref
 
-    import steerunc.final_block as final_module
+    import steerunc.scoring.final_block as final_module
 
     monkeypatch.setattr(final_module, "_LEAN_OK", weakref.WeakKeyDictionary())
     monkeypatch.setattr(final_module, "_lean_attention", lambda inner, hidden, index, views, kwargs: torch.zeros(
@@ -283,10 +283,10 @@ def test_a_lean_attention_that_disagrees_is_not_used(tiny: Any, tiny_vectors: An
 def test_read_rows_final_block_on_a_qwen2_model(tmp_path: Any) -> None:
     """The default model's architecture (Qwen2: biased projections, no q/k norms), tiny and random:
     the lean attention passes its check and one pass equals K+1 separate passes."""
-    import steerunc.final_block as final_module
+    import steerunc.scoring.final_block as final_module
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from steerunc.tiny import tiny_random_model
+    from steerunc.scoring.tiny import tiny_random_model
 
     _, tokenizer = tiny_random_model()
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
-from steerunc.calibration import COMBINED_METHODS, METHODS, Calibrator, make_calibrator, save_calibrator
+from steerunc.judging.calibration import COMBINED_METHODS, METHODS, Calibrator, make_calibrator, save_calibrator
 from steerunc.cli.common import FileLevelError, check_outputs, stderr, translate_errors
 from steerunc.cli.judge_common import (
     check_score,
@@ -21,10 +21,10 @@ from steerunc.cli.judge_common import (
     settings_notes,
     target_option,
 )
-from steerunc.confidence import confidence_warning
+from steerunc.judging.confidence import confidence_warning
 from steerunc.errors import InputError
-from steerunc.metrics import ece
-from steerunc.option_prior import OptionPrior, option_logits, save_prior
+from steerunc.judging.metrics import ece
+from steerunc.judging.option_prior import OptionPrior, option_logits, save_prior
 from steerunc.scored import TARGETS, logits_matrix, read_scored, record_keys, score_matrix, score_names, score_of
 from steerunc.scored import scoring_provenance
 

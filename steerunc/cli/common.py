@@ -65,7 +65,7 @@ stderr = stderr_console()
 
 
 def _model_help() -> str:
-    from steerunc.registry import BUILTIN_MODELS, DEFAULT_ALIAS, DEFAULT_TARGET
+    from steerunc.scoring.registry import BUILTIN_MODELS, DEFAULT_ALIAS, DEFAULT_TARGET
 
     names = ", ".join(f"'{name}'" for name in BUILTIN_MODELS)
     return (f"A built-in model ({names}; '{DEFAULT_ALIAS}' is '{DEFAULT_TARGET}'; see 'steerunc models') "
@@ -110,8 +110,8 @@ def check_model_arg(name: str) -> None:
     """A --model that is not a built-in name must be a model directory with safetensors weights:
     refused with one line (exit 2) before anything loads."""
     from steerunc.errors import ModelError
-    from steerunc.model_dir import check_model_dir
-    from steerunc.registry import BUILTIN_MODELS, DEFAULT_ALIAS, builtin
+    from steerunc.scoring.model_dir import check_model_dir
+    from steerunc.scoring.registry import BUILTIN_MODELS, DEFAULT_ALIAS, builtin
 
     if builtin(name) is not None:
         return

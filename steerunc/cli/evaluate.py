@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from steerunc.calibration import load_calibrator
+from steerunc.judging.calibration import load_calibrator
 from steerunc.cli.common import FileLevelError, stderr, translate_errors
 from steerunc.cli.judge_common import jsonable, load_prior_arg, print_notes, prior_option, target_option
 from steerunc.cli.judge_report import evaluation_tables
@@ -69,7 +69,7 @@ def evaluate(
     A calibrator (or --prior) fitted on some of the evaluated records is
     refused, as are those made for records scored with other settings.
     """
-    from steerunc.evaluation import evaluate as run_evaluation
+    from steerunc.judging.evaluation import evaluate as run_evaluation
 
     if out_dir is not None:
         try:
@@ -104,9 +104,9 @@ def evaluate(
 
 
 def _write_evaluation(result: Any, out_dir: str, bins: int) -> list[str]:
-    """metrics.json, and the figures of :func:`steerunc.plots.evaluation_figures` (titled in-sample when
+    """metrics.json, and the figures of :func:`steerunc.judging.plots.evaluation_figures` (titled in-sample when
     the report is) as PNG and SVG."""
-    from steerunc.plots import evaluation_figures, save_figure
+    from steerunc.judging.plots import evaluation_figures, save_figure
 
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "metrics.json")

@@ -7,14 +7,14 @@ from typing import Any
 
 import click
 
-from steerunc.calibration import CalibrationError, Calibrator
+from steerunc.judging.calibration import CalibrationError, Calibrator
 from steerunc.cli.common import FileLevelError, stderr
 from steerunc.errors import InputError
 from steerunc.io import dumps
-from steerunc.option_prior import OptionPrior, load_prior
-from steerunc.provenance import check_settings
+from steerunc.judging.option_prior import OptionPrior, load_prior
+from steerunc.judging.provenance import check_settings
 from steerunc.scored import TARGETS, ScoredFile, score_names, scoring_provenance
-from steerunc.option_prior import prior_mismatch
+from steerunc.judging.option_prior import prior_mismatch
 
 __all__ = [
     "check_prior",

@@ -9,9 +9,9 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from steerunc.confidence import raw_name
+from steerunc.judging.confidence import raw_name
 from steerunc.scored import TARGETS, ScoredFile, correctness
-from steerunc.triage import Decision, Router
+from steerunc.judging.triage import Decision, Router
 
 __all__ = ["evaluation_tables", "triage_summary"]
 

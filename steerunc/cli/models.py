@@ -8,7 +8,7 @@ import os
 import click
 
 from steerunc.cli.common import stderr, translate_errors
-from steerunc.registry import BUILTIN_MODELS, DEFAULT_ALIAS, DEFAULT_TARGET, BuiltinModel
+from steerunc.scoring.registry import BUILTIN_MODELS, DEFAULT_ALIAS, DEFAULT_TARGET, BuiltinModel
 
 __all__ = ["COMMANDS", "models"]
 

@@ -213,7 +213,7 @@ def score(
     are skipped. At the end a summary goes to stderr. Exits 1 if any line failed
     (with --resume, also lines that failed in the earlier run).
     """
-    from steerunc.frames import read_input
+    from steerunc.integrations.frames import read_input
 
     if input_path != "-" and not os.path.isfile(input_path):
         raise FileLevelError(f"{input_path}: no such input file")
@@ -233,8 +233,8 @@ def score(
     _, lines = read_input(input_path, fmt, **columns)  # a CSV or Parquet header without these columns stops here
     setup_logging(quiet)
 
-    from steerunc.fusion import FusionConfig
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.fusion import FusionConfig
+    from steerunc.scoring.vectors import load_vectors
 
     try:
         fusion = FusionConfig(tau=tau, alpha=alpha, top_m=top_m, method=fusion_method)
@@ -259,8 +259,8 @@ def score(
     rows = read_input(input_path, fmt, **columns)[1] if fmt != "jsonl" and input_path != "-" else None
     total = _count_lines(input_path, fmt, rows)
 
-    from steerunc.model import load_model
-    from steerunc.scorer import Scorer, ScoreConfig
+    from steerunc.scoring.model import load_model
+    from steerunc.scoring.scorer import Scorer, ScoreConfig
 
     loaded = load_model(model, device=device, dtype=dtype)
     if vectors is not None:

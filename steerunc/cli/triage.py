@@ -8,7 +8,7 @@ import os
 import click
 import numpy as np
 
-from steerunc.calibration import Calibrator, load_calibrator
+from steerunc.judging.calibration import Calibrator, load_calibrator
 from steerunc.cli.common import FiniteFloatRange, check_outputs, stderr, translate_errors
 from steerunc.cli.judge_common import (
     check_prior,
@@ -19,7 +19,7 @@ from steerunc.cli.judge_common import (
     settings_notes,
 )
 from steerunc.cli.judge_report import triage_summary
-from steerunc.confidence import (
+from steerunc.judging.confidence import (
     calibrated_confidence,
     confidence_warning,
     input_names,
@@ -29,11 +29,11 @@ from steerunc.confidence import (
 )
 from steerunc.errors import InputError
 from steerunc.io import Line, atomic_write_many, dumps
-from steerunc.option_prior import OptionPrior
-from steerunc.provenance import check_disjoint
+from steerunc.judging.option_prior import OptionPrior
+from steerunc.judging.provenance import check_disjoint
 from steerunc.scored import TARGETS, ScoredFile, read_scored, score_names
-from steerunc.triage import Decision, Router
-from steerunc.triage_bounds import budget_cut
+from steerunc.judging.triage import Decision, Router
+from steerunc.judging.triage_bounds import budget_cut
 
 __all__ = ["triage"]
 

@@ -63,9 +63,9 @@ def build(
     setup_logging(quiet)
     from rich.progress import Progress
 
-    from steerunc.annotations import read_pairs_or_annotations
-    from steerunc.model import load_model
-    from steerunc.vectors import build_vectors, read_expectations
+    from steerunc.scoring.annotations import read_pairs_or_annotations
+    from steerunc.scoring.model import load_model
+    from steerunc.scoring.vectors import build_vectors, read_expectations
 
     pairs, source_meta = read_pairs_or_annotations(pairs_path, source, recipe, max_per_perspective)
     names = {p.perspective for p in pairs}
@@ -96,7 +96,7 @@ def build(
 @translate_errors
 def info(path: str) -> None:
     """Print a vector file's metadata as JSON."""
-    from steerunc.vectors import load_vectors
+    from steerunc.scoring.vectors import load_vectors
 
     loaded = load_vectors(path)
     meta: dict[str, Any] = dict(loaded.meta)
@@ -231,8 +231,8 @@ def _run_check(
     import os
 
     from steerunc.errors import VectorsError
-    from steerunc.vectors import DEFAULT_PAIRS, _default_pairs_path, load_vectors, read_expectations, read_pairs
-    from steerunc.vectors_check import (
+    from steerunc.scoring.vectors import DEFAULT_PAIRS, _default_pairs_path, load_vectors, read_expectations, read_pairs
+    from steerunc.scoring.vectors_check import (
         check_expected_options,
         merge_expectations,
         parse_expect_flags,
@@ -280,8 +280,8 @@ def _run_check(
 
     from rich.progress import Progress
 
-    from steerunc.model import load_model
-    from steerunc.vectors import default_vectors
+    from steerunc.scoring.model import load_model
+    from steerunc.scoring.vectors import default_vectors
 
     loaded = load_model(model, device=device, dtype=dtype)
     if vectors is None:

@@ -1,8 +1,8 @@
 """Reliability diagrams and risk-coverage curves, as PNG and SVG.
 
 Display objects in the style of scikit-learn's ``CalibrationDisplay``: a pure
-function computes the curve (:func:`steerunc.metrics.reliability_bins`,
-:func:`steerunc.metrics.risk_coverage`), ``from_predictions`` computes and
+function computes the curve (:func:`steerunc.judging.metrics.reliability_bins`,
+:func:`steerunc.judging.metrics.risk_coverage`), ``from_predictions`` computes and
 draws it, and ``plot(ax=...)`` draws it again on axes of one's own (the
 figure is ``figure_``, the axes ``ax_``). ``reliability_diagram`` and
 ``risk_coverage_plot`` return the figure, as before.
@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from steerunc.io import atomic_write
-from steerunc.metrics import ReliabilityBins, aurc, ece, reliability_bins, risk_coverage
+from steerunc.judging.metrics import ReliabilityBins, aurc, ece, reliability_bins, risk_coverage
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -294,7 +294,7 @@ def risk_coverage_plot(
 
 
 class _Row(Protocol):
-    """What :func:`evaluation_figures` reads of a row (:class:`steerunc.evaluation.Row`)."""
+    """What :func:`evaluation_figures` reads of a row (:class:`steerunc.judging.evaluation.Row`)."""
 
     name: str
     uncertainty: Any

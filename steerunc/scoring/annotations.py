@@ -7,7 +7,7 @@ with one prompt::
     {"perspective": "women", "text": "<prompt>", "answer": "hateful", "contrast": "normal"}
     {"perspective": "sceptic", "text": "<prompt>", "feedback": "As a sceptic, I doubt claims without sources."}
 
-Two recipes turn a line into :class:`~steerunc.vectors.Pair` s (METHOD.md §1):
+Two recipes turn a line into :class:`~steerunc.scoring.vectors.Pair` s (METHOD.md §1):
 
 ``feedback``
     positive = the perspective's feedback, a newline, then the prompt;
@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping
 
 from steerunc.errors import InputError
 from steerunc.io import read_jsonl
-from steerunc.vectors import Pair, read_pairs
+from steerunc.scoring.vectors import Pair, read_pairs
 
 __all__ = [
     "Annotation",

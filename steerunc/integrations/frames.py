@@ -45,7 +45,7 @@ from steerunc.records import ErrorRecord, Record, record_from_json
 if TYPE_CHECKING:
     import pandas as pd
 
-    from steerunc.scorer import Scorer
+    from steerunc.scoring.scorer import Scorer
 
 __all__ = ["RECORD_FIELDS", "ColumnMap", "flatten", "read_input", "read_scored_df", "score_df"]
 

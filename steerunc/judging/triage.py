@@ -3,7 +3,7 @@
 A :class:`Router` holds a calibrator and a threshold theta: confidence >= theta
 is accepted, anything else (lower confidence, an error record, a record that
 cannot be scored) goes to review, with the reason. The threshold comes from a
-review budget or a risk target with a guarantee (:mod:`steerunc.triage_bounds`).
+review budget or a risk target with a guarantee (:mod:`steerunc.judging.triage_bounds`).
 A budget also sets a ``tie_threshold`` on the raw score (:func:`raw_certainty`):
 a record whose confidence equals theta is accepted only if its raw score is at
 least that, so ties in a step-function calibrator still use the budget. Both
@@ -13,7 +13,7 @@ same rule to new records::
     router = Router.from_policy("policy.json")
     decision = router.route(record)        # Decision(destination="accept", ...)
 
-With an option prior (:mod:`steerunc.option_prior`), the router first corrects
+With an option prior (:mod:`steerunc.judging.option_prior`), the router first corrects
 each record's prediction and the calibrator reads the corrected record; the
 decision carries it (``Decision.corrected``), and that is what the triage
 outputs hold. A policy saves the prior with the calibrator.
@@ -32,8 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from steerunc import __version__
-from steerunc.calibration import Calibrator, calibrator_from_dict
-from steerunc.confidence import (
+from steerunc.judging.calibration import Calibrator, calibrator_from_dict
+from steerunc.judging.confidence import (
     calibrated_confidence,
     calibrator_input,
     confidence_warning,
@@ -42,10 +42,10 @@ from steerunc.confidence import (
 )
 from steerunc.errors import InputError
 from steerunc.io import atomic_write
-from steerunc.option_prior import OptionPrior, prior_from_dict, prior_mismatch
-from steerunc.provenance import check_disjoint
+from steerunc.judging.option_prior import OptionPrior, prior_from_dict, prior_mismatch
+from steerunc.judging.provenance import check_disjoint
 from steerunc.scored import record_kind
-from steerunc.triage_bounds import RiskSelection, budget_cut, budget_threshold, risk_threshold
+from steerunc.judging.triage_bounds import RiskSelection, budget_cut, budget_threshold, risk_threshold
 
 __all__ = [
     "POLICY_KIND",
@@ -183,7 +183,7 @@ class Router:
         With ``raw`` (:func:`raw_certainty` of the same records), ties in the
         confidence are broken by it (a ``tie_threshold``) and the router reviews
         exactly that many of them, fewer only where records tie with the first
-        accepted one on both (:func:`~steerunc.triage_bounds.budget_cut`; the
+        accepted one on both (:func:`~steerunc.judging.triage_bounds.budget_cut`; the
         CLI sends the earliest of those to review too). Without ``raw``, ties
         at the threshold are all accepted: at most that many are reviewed.
         """

@@ -25,7 +25,7 @@ from torch import Tensor
 from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
 from steerunc.io import read_jsonl
-from steerunc.model import LoadedModel, cache_dir
+from steerunc.scoring.model import LoadedModel, cache_dir
 
 __all__ = [
     "Pair",
@@ -320,7 +320,7 @@ def _last_token_acts(
     model: LoadedModel, texts: list[str], layer: int, batch_size: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Residual at the hook, last token of each text; plus each text's sum and count of token norms."""
-    from steerunc.views import hook_name
+    from steerunc.scoring.views import hook_name
 
     captured: dict[str, Tensor] = {}
 

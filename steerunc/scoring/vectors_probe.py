@@ -1,8 +1,8 @@
 """The model side of ``steerunc vectors check``: option probabilities of probe records,
-plain and steered by +v_k and -v_k (:mod:`steerunc.vectors_check` judges them).
+plain and steered by +v_k and -v_k (:mod:`steerunc.scoring.vectors_check` judges them).
 
 Vectors are scaled and, with K >= 2, centred exactly as
-:class:`~steerunc.scorer.Scorer` does by default; probabilities are at the
+:class:`~steerunc.scoring.scorer.Scorer` does by default; probabilities are at the
 model's own temperature; options of several tokens are scored by their full
 log-probability.
 """
@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from steerunc.errors import InputError
-from steerunc.model import LoadedModel
+from steerunc.scoring.model import LoadedModel
 from steerunc.records import Record
-from steerunc.vectors import SteeringVectors
-from steerunc.views import Unembedding, collate, steered_hidden
+from steerunc.scoring.vectors import SteeringVectors
+from steerunc.scoring.views import Unembedding, collate, steered_hidden
 
 __all__ = ["ProbeRun", "probe_probabilities"]
 

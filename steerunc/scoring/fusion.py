@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from steerunc.divergence import entropy, js, top_m_entropy
+from steerunc.scoring.divergence import entropy, js, top_m_entropy
 
 __all__ = ["FusionConfig", "Fused", "fuse", "SCORE_NAMES"]
 

@@ -1,7 +1,7 @@
 """Calibrators: map a score (or the option logits) to P(correct), saved as JSON.
 
 Five methods, all with scikit-learn's estimator contract (see
-:mod:`steerunc.calibration_base`):
+:mod:`steerunc.judging.calibration_base`):
 
 ============ ============================================================ ==================
 method       map                                                          fitted by
@@ -15,7 +15,7 @@ combined     sigmoid(w . z + b) over several scores z, L2; ``monotone``: w>=0 sc
 ============ ============================================================ ==================
 
 ``make_calibrator("logistic", scores=[...])`` (or ``"monotone"``) combines
-several scores (:mod:`steerunc.calibration_combined`); ``"logistic"`` with one
+several scores (:mod:`steerunc.judging.calibration_combined`); ``"logistic"`` with one
 score is Platt scaling.
 
 >>> import numpy as np
@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from steerunc.calibration_base import (
+from steerunc.judging.calibration_base import (
     FORMAT,
     KIND,
     Array,
@@ -48,8 +48,8 @@ from steerunc.calibration_base import (
     finite_number,
     unit_map,
 )
-from steerunc.calibration_combined import CombinedCalibrator
-from steerunc.calibration_scaling import BetaCalibrator, PlattCalibrator, TemperatureScaling
+from steerunc.judging.calibration_combined import CombinedCalibrator
+from steerunc.judging.calibration_scaling import BetaCalibrator, PlattCalibrator, TemperatureScaling
 from steerunc.errors import InputError
 from steerunc.io import atomic_write
 
@@ -221,7 +221,7 @@ def make_calibrator(
     pseudo-scores fused_confidence/base_confidence, else "uncertain"). Temperature scaling
     ignores ``score`` and ``higher_means``: it works on the option logits. With ``scores``
     (several names), ``"logistic"`` or ``"monotone"`` combines them into one confidence
-    (:class:`~steerunc.calibration_combined.CombinedCalibrator`); ``"monotone"`` also takes one.
+    (:class:`~steerunc.judging.calibration_combined.CombinedCalibrator`); ``"monotone"`` also takes one.
 
     >>> make_calibrator("logistic", "entropy")
     PlattCalibrator(score='entropy', target='fused', higher_means=None)

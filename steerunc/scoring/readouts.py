@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerunc.fusion import SCORE_NAMES, FusionConfig, fuse
+from steerunc.scoring.fusion import SCORE_NAMES, FusionConfig, fuse
 from steerunc.records import Record, ScoredRecord
-from steerunc.views import Unembedding
+from steerunc.scoring.views import Unembedding
 
 __all__ = ["Item", "Plan", "ReadoutContext", "Readout", "OptionsReadout", "chunk_size", "to_host"]
 

@@ -2,8 +2,8 @@
 
 A built-in model is either made in process (``tiny-random``) or shipped on PyPI as
 a GGUF file split over one or more packages. steerunc assembles such a file
-(:mod:`steerunc.gguf_parts`), de-quantises it once into a safetensors directory
-under :func:`steerunc.model.cache_dir` and loads that directory afterwards.
+(:mod:`steerunc.scoring.gguf_parts`), de-quantises it once into a safetensors directory
+under :func:`steerunc.scoring.model.cache_dir` and loads that directory afterwards.
 
 This module only describes the models and looks at the disk; it imports no model
 code, so ``steerunc models`` is instant. ``default`` is an alias

@@ -31,8 +31,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from steerunc.final_block import FinalBlockAtReadRows, final_attention
-from steerunc.model import LoadedModel
+from steerunc.scoring.final_block import FinalBlockAtReadRows, final_attention
+from steerunc.scoring.model import LoadedModel
 
 __all__ = ["Batch", "collate", "steered_hidden", "sequential_view_logits", "Unembedding", "hook_name"]
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from steerunc.calibration_base import (
+from steerunc.judging.calibration_base import (
     Array,
     CalibrationError,
     Calibrator,

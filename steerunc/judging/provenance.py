@@ -52,7 +52,7 @@ def check_disjoint(
 
     The ``max_risk`` guarantee needs three disjoint parts: records that fit the
     calibrator, labelled records that choose the threshold
-    (:meth:`steerunc.triage.Router.for_risk`), and the records the policy is
+    (:meth:`steerunc.judging.triage.Router.for_risk`), and the records the policy is
     applied to. Fitting and choosing on the same records uses their labels twice,
     and the bound no longer holds. Records are matched by
     :func:`steerunc.scored.record_keys` against the calibrator's ``fitted_on_``

@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from steerunc import __version__
-from steerunc.calibration_base import NotFittedError, fitted_on_from_json, fitted_on_to_json
+from steerunc.judging.calibration_base import NotFittedError, fitted_on_from_json, fitted_on_to_json
 from steerunc.errors import InputError
 from steerunc.io import atomic_write
 from steerunc.scored import TARGETS, ScoredFile
@@ -61,7 +61,7 @@ __all__ = [
     "save_prior",
 ]
 
-PRIOR_KIND = "steerunc.option_prior"
+PRIOR_KIND = "steerunc.option_prior"  # a file-format tag, not a module path: files written before the move still load
 _FORMAT = 1
 Array = NDArray[np.float64]
 #: scores read from the target's distribution, recomputed from the corrected one

@@ -68,7 +68,7 @@ def _saved(fast: Any) -> str:
     """Save the tokenizer once into the cache (``<cache>/tiny-tokenizer/<digest of its files>``) and
     return that folder: later loads find it, and nothing is left behind per load. Where the cache
     cannot be written, a temporary folder removed when the process exits."""
-    from steerunc.model import cache_dir
+    from steerunc.scoring.model import cache_dir
 
     with tempfile.TemporaryDirectory(prefix="steerunc-tiny-tokenizer-") as tmp:
         fast.save_pretrained(tmp)

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from numpy.typing import ArrayLike
 
-from steerunc.calibration_base import Array, CalibrationError, Calibrator, finite_array, finite_number
+from steerunc.judging.calibration_base import Array, CalibrationError, Calibrator, finite_array, finite_number
 from steerunc.scored import TARGETS, orientation_of
 
 __all__ = ["CombinedCalibrator", "combination_objective"]

@@ -23,7 +23,7 @@ against the other prediction needs that prediction's correctness on every one
 of them; where a record lacks it, the row is left out (``left_out`` in the
 report says why).
 
-With an option ``prior`` (:mod:`steerunc.option_prior`) every record is
+With an option ``prior`` (:mod:`steerunc.judging.option_prior`) every record is
 corrected first: the prior's target is then named ``base+prior`` (or
 ``fused+prior``) wherever the report names a prediction, and ``prior`` in the
 report gives its accuracy before and after on the evaluated records.
@@ -32,7 +32,7 @@ Metrics on records a calibrator or the prior was fitted on are optimistic:
 ``evaluate`` refuses them (InputError naming both files and the overlap)
 unless ``in_sample=True``, which labels the report (``in_sample``). A
 calibrator or prior made for records scored with other settings is refused
-(:func:`steerunc.provenance.check_settings`); ``notes`` holds what could not
+(:func:`steerunc.judging.provenance.check_settings`); ``notes`` holds what could not
 be checked.
 """
 
@@ -46,12 +46,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from steerunc import __version__
-from steerunc.calibration import Calibrator
-from steerunc.confidence import calibrated_confidence
+from steerunc.judging.calibration import Calibrator
+from steerunc.judging.confidence import calibrated_confidence
 from steerunc.errors import InputError
-from steerunc.metrics import compute_metrics, js_distance, kl_divergence
-from steerunc.option_prior import OptionPrior
-from steerunc.provenance import check_settings, overlap
+from steerunc.judging.metrics import compute_metrics, js_distance, kl_divergence
+from steerunc.judging.option_prior import OptionPrior
+from steerunc.judging.provenance import check_settings, overlap
 from steerunc.scored import (
     TARGETS,
     ScoredFile,
@@ -62,7 +62,7 @@ from steerunc.scored import (
     score_of,
     scoring_provenance,
 )
-from steerunc.option_prior import prior_mismatch
+from steerunc.judging.option_prior import prior_mismatch
 
 __all__ = ["JUDGED_AGAINST", "RAW_CONFIDENCE", "Evaluation", "Row", "evaluate", "judged_against"]
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 
 from steerunc.errors import ModelError
-from steerunc.registry import BuiltinModel
+from steerunc.scoring.registry import BuiltinModel
 
 __all__ = ["assemble", "part_paths", "sha256_file"]
 

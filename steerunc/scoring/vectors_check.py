@@ -2,7 +2,7 @@
 
 For each perspective k and each sign s in {+1, -1}, the probe records are read
 once plainly and once steered by ``s · v_k`` (scaled and, with K >= 2, centred
-exactly as :class:`~steerunc.scorer.Scorer` does by default), and the option
+exactly as :class:`~steerunc.scoring.scorer.Scorer` does by default), and the option
 distribution at the model's own temperature is compared with the plain one:
 
 * per option, the mean over records of ``p_steered(option) - p_base(option)``,
@@ -35,10 +35,10 @@ import numpy as np
 
 from steerunc.errors import InputError, VectorsError
 from steerunc.io import read_jsonl
-from steerunc.model import LoadedModel
+from steerunc.scoring.model import LoadedModel
 from steerunc.records import Record, record_from_json
-from steerunc.vectors import SteeringVectors
-from steerunc.vectors_probe import ProbeRun, probe_probabilities
+from steerunc.scoring.vectors import SteeringVectors
+from steerunc.scoring.vectors_probe import ProbeRun, probe_probabilities
 
 __all__ = [
     "FORMAT",

@@ -1,6 +1,6 @@
 """A calibrator's confidence on scored records: read its input from each record, map it, break ties.
 
-The estimators in :mod:`steerunc.calibration` take arrays; this module is the
+The estimators in :mod:`steerunc.judging.calibration` take arrays; this module is the
 one place that knows which record fields each kind of calibrator reads
 (``input_kind``): one score (``"score"``), several (``"scores"``, an
 (n, k) matrix) or the option logits (``"logits"``, temperature scaling).
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from steerunc.calibration import Calibrator
+from steerunc.judging.calibration import Calibrator
 from steerunc.scored import TARGETS, logits_matrix, score_matrix, score_names, score_of
 
 __all__ = [

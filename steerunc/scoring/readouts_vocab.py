@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerunc.fusion import SCORE_NAMES, fuse
-from steerunc.readouts import Item, Plan, Readout, chunk_size, to_host, top_view_of
+from steerunc.scoring.fusion import SCORE_NAMES, fuse
+from steerunc.scoring.readouts import Item, Plan, Readout, chunk_size, to_host, top_view_of
 from steerunc.records import ScoredRecord
 
 __all__ = ["NextTokenReadout", "ContinuationReadout", "TokenNames"]

