@@ -15,7 +15,7 @@ import torch
 from steerunc.scoring.model import load_model
 from steerunc.records import record_from_json
 from steerunc.scoring.scorer import Scorer, ScoreConfig
-from steerunc.scoring.vectors import default_vectors
+from steerunc.scoring.vectors_default import default_vectors
 
 name = sys.argv[1]
 threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0

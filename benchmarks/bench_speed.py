@@ -45,7 +45,8 @@ import torch
 from steerunc.scoring.model import LoadedModel, load_model
 from steerunc.records import ScoredRecord
 from steerunc.scoring.scorer import ScoreConfig, Scorer
-from steerunc.scoring.vectors import SteeringVectors, default_vectors
+from steerunc.scoring.vectors import SteeringVectors
+from steerunc.scoring.vectors_default import default_vectors
 from steerunc.scoring.views import Unembedding, collate, sequential_view_logits
 
 OPTIONS = ["Yes", "No"]

@@ -48,7 +48,7 @@ import torch
 from steerunc.scoring.model import LoadedModel, load_model
 from steerunc.records import Record, ScoredRecord
 from steerunc.scoring.scorer import ScoreConfig, Scorer
-from steerunc.scoring.vectors import default_vectors
+from steerunc.scoring.vectors_default import default_vectors
 from steerunc.scoring.views import Unembedding, collate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     from steerunc.records import record_from_json
     from steerunc.records import ScoredRecord
     from steerunc.scoring.scorer import ScoreConfig, Scorer
-    from steerunc.scoring.vectors import default_vectors
+    from steerunc.scoring.vectors_default import default_vectors
 
     model = load_model(args.model, device=args.device)
     records = [record_from_json(line.data, line.number) for line in read_jsonl(args.input)]

@@ -20,7 +20,7 @@ _EXPORTS: dict[str, str] = {
     "SteeringVectors": "steerunc.scoring.vectors",
     "build_vectors": "steerunc.scoring.vectors",
     "load_vectors": "steerunc.scoring.vectors",
-    "default_vectors": "steerunc.scoring.vectors",
+    "default_vectors": "steerunc.scoring.vectors_default",
     "read_pairs": "steerunc.scoring.vectors",
     "Scorer": "steerunc.scoring.scorer",
     "ScoreConfig": "steerunc.scoring.scorer",

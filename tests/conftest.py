@@ -52,6 +52,6 @@ def tiny() -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_vectors(tiny: Any) -> Any:
-    from steerunc.scoring.vectors import default_vectors
+    from steerunc.scoring.vectors_default import default_vectors
 
     return default_vectors(tiny)

@@ -70,7 +70,7 @@ def test_score_examples_on_the_default_model(qwen: Any, tmp_path: Path) -> None:
 
 
 def test_one_pass_equals_separate_passes_on_the_default_model(qwen: Any) -> None:
-    from steerunc.scoring.vectors import default_vectors
+    from steerunc.scoring.vectors_default import default_vectors
     from steerunc.scoring.views import Unembedding, collate, sequential_view_logits, steered_hidden
 
     vectors = default_vectors(qwen)

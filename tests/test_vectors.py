@@ -134,9 +134,10 @@ def test_expect_fields_are_optional_read_once_per_perspective_and_checked(tmp_pa
 
 
 def test_the_shipped_perspectives_declare_what_they_favour_on_an_offensiveness_probe() -> None:
-    from steerunc.scoring.vectors import _default_pairs_path, read_expectations
+    from steerunc.scoring.vectors import read_expectations
+    from steerunc.scoring.vectors_default import default_pairs_path
 
-    assert read_expectations(_default_pairs_path()) == {
+    assert read_expectations(default_pairs_path()) == {
         "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes", "legal_expert": "No",
     }
 
@@ -163,7 +164,7 @@ def test_a_stored_expect_field_is_checked_on_load(tiny: Any, tmp_path: Path) -> 
 def test_shipped_default_vectors_are_used_only_when_they_fit(tiny: Any, tmp_path: Path, monkeypatch: Any) -> None:
     """Pre-built vectors in the package save building them (minutes on a real model), but only
     when they were built from the same pairs on the same weights at the same layer."""
-    import steerunc.scoring.vectors as vec
+    import steerunc.scoring.vectors_default as vec
 
     built = vec.default_vectors(tiny)
     shipped = tmp_path / "shipped.safetensors"
@@ -188,7 +189,8 @@ def test_shipped_default_vectors_are_used_only_when_they_fit(tiny: Any, tmp_path
 
 
 def test_the_default_set_digest_ignores_fields_other_than_the_pairs() -> None:
-    from steerunc.scoring.vectors import Pair, _pairs_digest
+    from steerunc.scoring.vectors import Pair
+    from steerunc.scoring.vectors_default import _pairs_digest
 
     pairs = [Pair("a", "I think so. x", "x"), Pair("b", "I doubt it. x", "x")]
     assert _pairs_digest(pairs) == _pairs_digest(list(pairs))

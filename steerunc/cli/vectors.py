@@ -231,7 +231,8 @@ def _run_check(
     import os
 
     from steerunc.errors import VectorsError
-    from steerunc.scoring.vectors import DEFAULT_PAIRS, _default_pairs_path, load_vectors, read_expectations, read_pairs
+    from steerunc.scoring.vectors import load_vectors, read_expectations, read_pairs
+    from steerunc.scoring.vectors_default import DEFAULT_PAIRS, default_pairs_path
     from steerunc.scoring.vectors_check import (
         check_expected_options,
         merge_expectations,
@@ -259,7 +260,7 @@ def _run_check(
     sources: list[tuple[str, dict[str, str]]] = []
     vectors = None
     if shipped:
-        shipped_path = _default_pairs_path()
+        shipped_path = default_pairs_path()
         names = list(dict.fromkeys(p.perspective for p in read_pairs(shipped_path)))
         sources.append(("the shipped perspectives", read_expectations(shipped_path)))
     else:
@@ -281,7 +282,7 @@ def _run_check(
     from rich.progress import Progress
 
     from steerunc.scoring.model import load_model
-    from steerunc.scoring.vectors import default_vectors
+    from steerunc.scoring.vectors_default import default_vectors
 
     loaded = load_model(model, device=device, dtype=dtype)
     if vectors is None:

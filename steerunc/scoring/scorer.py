@@ -24,22 +24,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping
-
-import logging
 
 import torch
 
 from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
+from steerunc.records import ErrorRecord, Record, ScoredRecord, id_of, record_from_json
 from steerunc.scoring.fusion import FusionConfig
 from steerunc.scoring.model import LoadedModel
 from steerunc.scoring.prompting import chat_text, has_chat_template
 from steerunc.scoring.readouts import Item, OptionsReadout, Readout, ReadoutContext
 from steerunc.scoring.readouts_vocab import ContinuationReadout, NextTokenReadout
-from steerunc.records import ErrorRecord, Record, ScoredRecord, id_of, record_from_json
-from steerunc.scoring.vectors import SteeringVectors, default_vectors
+from steerunc.scoring.vectors import SteeringVectors
+from steerunc.scoring.vectors_default import default_vectors
 from steerunc.scoring.views import Unembedding, collate, steered_hidden
 
 __all__ = ["ScoreConfig", "Scorer"]

@@ -5,18 +5,17 @@ between paired texts, read at each text's last token (METHOD.md §1). The file
 records the model (id and weight fingerprint), width, layer, hook, position
 rule, pair counts and norms, so it cannot be applied to the wrong model. The
 typical residual norm at the layer is stored too: ``--coeff`` is relative to it.
+The shipped default set, made into vectors for a model: :mod:`.vectors_default`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import math
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Callable, Iterable
 
 import torch
@@ -25,25 +24,14 @@ from torch import Tensor
 from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
 from steerunc.io import read_jsonl
-from steerunc.scoring.model import LoadedModel, cache_dir
+from steerunc.scoring.model import LoadedModel
 
-__all__ = [
-    "Pair",
-    "SteeringVectors",
-    "read_pairs",
-    "read_expectations",
-    "build_vectors",
-    "load_vectors",
-    "default_vectors",
-    "DEFAULT_PAIRS",
-]
+__all__ = ["Pair", "SteeringVectors", "read_pairs", "read_expectations", "build_vectors", "load_vectors"]
 
 log = logging.getLogger("steerunc")
 
 FORMAT = "steerunc-vectors/1"
 POSITION_RULE = "last"
-#: the perspective set shipped with the package
-DEFAULT_PAIRS = "default"
 
 
 @dataclass(frozen=True)
@@ -311,10 +299,6 @@ def read_expectations(path: str) -> dict[str, str]:
     return {name: option for name, (option, _) in found.items()}
 
 
-def _default_pairs_path() -> str:
-    return str(resources.files("steerunc") / "data" / "perspectives.jsonl")
-
-
 @torch.no_grad()
 def _last_token_acts(
     model: LoadedModel, texts: list[str], layer: int, batch_size: int
@@ -410,62 +394,3 @@ def build_vectors(
         resid_norm=resid_norm,
         n_pairs=counts,
     )
-
-
-def _pairs_digest(pairs: list[Pair]) -> str:
-    """Identifies a perspective set by its pairs only: other fields (``expect``) and the file's
-    layout can change without invalidating vectors built from it."""
-    content = json.dumps([[p.perspective, p.positive, p.negative] for p in pairs], ensure_ascii=False)
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
-
-
-def shipped_vectors_path(model_id: str, layer: int) -> str:
-    """Where the package keeps pre-built default vectors for a built-in model (they may be absent)."""
-    return str(resources.files("steerunc") / "data" / "vectors" / f"{model_id}-L{layer}.safetensors")
-
-
-def _shipped(model: LoadedModel, layer: int, digest: str) -> SteeringVectors | None:
-    """The pre-built default vectors in the package, if they were built from these pairs on this
-    very model (same fingerprint) at this layer; else None, and they are built."""
-    path = shipped_vectors_path(model.model_id, layer)
-    if not os.path.isfile(path):
-        return None
-    try:
-        vectors = load_vectors(path, model)
-    except VectorsError as exc:
-        log.info("not using the shipped vectors %s: %s", path, exc)
-        return None
-    if vectors.layer != layer or vectors.meta.get("pairs") != "steerunc default perspectives " + digest:
-        log.info("not using the shipped vectors %s: built from another perspective set", path)
-        return None
-    return vectors
-
-
-def default_vectors(model: LoadedModel, layer: int | None = None) -> SteeringVectors:
-    """Vectors from the shipped perspective set: the package's pre-built copy when it fits this
-    model, else built on first use; cached either way."""
-    layer = model.default_layer if layer is None else layer
-    path = _default_pairs_path()
-    pairs = read_pairs(path)
-    digest = _pairs_digest(pairs)
-    expect = read_expectations(path)
-    cached = os.path.join(cache_dir(), "vectors", f"{model.fingerprint}-L{layer}-{digest}.safetensors")
-    vectors = None
-    if os.path.isfile(cached):
-        try:
-            vectors = load_vectors(cached, model)
-        except VectorsError:
-            log.warning("ignoring unreadable cached vectors %s; rebuilding", cached)
-    if vectors is None:
-        vectors = _shipped(model, layer, digest)
-        if vectors is None:
-            log.info("Building the default perspective vectors for %s at layer %d (once).", model.model_id, layer)
-            vectors = build_vectors(model, pairs, layer=layer)
-            vectors.meta["pairs"] = "steerunc default perspectives " + digest
-        vectors.save(cached)
-    # the declared expectations are read from the pairs file each time: they may change
-    # without changing the vectors
-    vectors.meta.pop("expect", None)
-    if expect:
-        vectors.meta["expect"] = json.dumps(expect)
-    return vectors
