@@ -1,8 +1,10 @@
 """steerunc: tell when a language model should not be trusted, from steering disagreement.
 
-The scoring wing (model, vectors, views, divergence, fusion, scorer) needs torch
-and is imported lazily on first use, so ``import steerunc`` stays fast and the
-judging wing (calibration, metrics, plots, triage) works without loading torch.
+The scoring wing (:mod:`steerunc.scoring`: model, vectors, views, divergence,
+fusion, scorer) needs torch and is imported lazily on first use, so ``import
+steerunc`` stays fast and the judging wing (:mod:`steerunc.judging`:
+calibration, metrics, plots, triage) works without loading torch. The layout is
+drawn in docs/method.md.
 """
 
 from __future__ import annotations
