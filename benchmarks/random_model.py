@@ -32,6 +32,8 @@ def build(shape_dir: str, out_dir: str, device: str = "cpu", dtype: str = "bfloa
 
     config = AutoConfig.from_pretrained(shape_dir)
     config.architectures = config.architectures or [type(config).__name__.replace("Config", "ForCausalLM")]
+    if hasattr(config, "quantization_config"):  # a GGUF conversion's leftover: the copy is plain weights
+        del config.quantization_config
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))

@@ -51,7 +51,8 @@ def test_the_run_flag_applies_to_records_that_do_not_say(templated: Any, tiny_ve
     on, off = scorer.score([{"text": QUESTION, "options": ["Yes", "No"]},
                             {"text": QUESTION, "options": ["Yes", "No"], "chat": False}])
     alone = Scorer(templated, tiny_vectors).score([{"text": QUESTION, "options": ["Yes", "No"], "chat": True}])[0]
-    assert on.base_probs == pytest.approx(alone.base_probs)  # type: ignore[union-attr]
+    # alone vs in a batch of two: the same up to kernel noise (CUDA reduces in another order)
+    assert on.base_probs == pytest.approx(alone.base_probs, abs=1e-5)  # type: ignore[union-attr]
     assert off.base_probs != on.base_probs  # type: ignore[union-attr]
 
 

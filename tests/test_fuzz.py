@@ -224,7 +224,8 @@ def random_forward(setup: dict[str, Any]) -> Iterator[None]:
 
     def hidden(model: Any, batch: Any, steer: Any, layer: int, start: int = 0) -> Any:
         rows, n_read = batch.positions.shape
-        return torch.randn(rows, steer.shape[0] + 1, n_read, model.d_model, generator=torch.Generator().manual_seed(rows))
+        shape = (rows, steer.shape[0] + 1, n_read, model.d_model)
+        return torch.randn(shape, generator=torch.Generator().manual_seed(rows)).to(model.device)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(steerunc.scoring.scorer, "steered_hidden", hidden)

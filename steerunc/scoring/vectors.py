@@ -72,7 +72,7 @@ class SteeringVectors:
 
     def scaled(self, coeff: float | list[float]) -> Tensor:
         """Unit directions times ``coeff`` × the typical residual norm: ``[K, d_model]``."""
-        coeffs = torch.as_tensor(coeff, dtype=torch.float32).reshape(-1, 1)
+        coeffs = torch.as_tensor(coeff, dtype=torch.float32, device=self.vectors.device).reshape(-1, 1)
         unit = self.vectors / self.vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return unit * coeffs * self.resid_norm
 
