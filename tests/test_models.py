@@ -157,3 +157,24 @@ def test_a_directory_loads_straight_into_bfloat16_with_the_float32_fingerprint(t
     assert as_bf16.hf_model.dtype == torch.bfloat16
     assert all(p.dtype == torch.bfloat16 for p in as_bf16.hf_model.parameters())
     assert as_float.fingerprint == as_bf16.fingerprint == tiny.fingerprint
+
+
+def test_quiet_also_silences_the_gguf_readers_own_progress_bar() -> None:
+    """transformers' GGUF reader draws a tqdm bar of its own (not one of transformers' logging
+    bars), so ``-q`` missed it while a built-in model converted; now it follows transformers'."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from steerunc.scoring.model import _gguf_progress_follows_transformers
+
+    original = gguf_utils.tqdm
+    try:
+        for enabled in (False, True):
+            hf_logging.enable_progress_bar() if enabled else hf_logging.disable_progress_bar()
+            with _gguf_progress_follows_transformers():
+                bar = gguf_utils.tqdm([1, 2], desc="Converting and de-quantizing GGUF tensors...")
+                assert bar.disable is (not enabled)
+                bar.close()
+            assert gguf_utils.tqdm is original
+    finally:
+        hf_logging.enable_progress_bar()

@@ -181,6 +181,24 @@ def _gguf_file(model: BuiltinModel) -> str:
     return assemble(model, target)
 
 
+@contextlib.contextmanager
+def _gguf_progress_follows_transformers() -> Any:
+    """transformers' GGUF reader draws its own tqdm bar, which ``disable_progress_bar`` (what
+    ``-q`` calls) does not reach: while converting, that bar is on only when transformers' are."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=not hf_logging.is_progress_bar_enabled())
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def convert(model: BuiltinModel) -> str:
     """De-quantise the model's GGUF into its safetensors cache directory, atomically; return it.
 
@@ -196,7 +214,8 @@ def convert(model: BuiltinModel) -> str:
     log.info("1/3 reading the tokenizer from %s", filename)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     log.info("2/3 de-quantising the weights")
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=_DTYPES[model.stored_dtype])
+    with _gguf_progress_follows_transformers():
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=_DTYPES[model.stored_dtype])
     log.info("3/3 writing the safetensors cache (%s)", model.stored_dtype)
     setattr(hf_model, "hf_quantizer", None)  # weights are de-quantised already; save them plain
     if hasattr(hf_model.config, "quantization_config"):  # else loading the directory re-attaches the GGUF quantizer
