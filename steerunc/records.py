@@ -13,7 +13,10 @@ from typing import Any
 
 from steerunc.errors import InputError
 
-__all__ = ["MAX_OPTIONS", "Record", "ScoredRecord", "ErrorRecord", "id_of", "record_from_json"]
+__all__ = ["MAX_OPTIONS", "Record", "ScoredRecord", "ErrorRecord", "id_of", "record_from_json", "check_template"]
+
+#: where a prompt template puts a record's text
+TEXT_SLOT = "{text}"
 
 #: most options one record may have (each multi-token option is a row of its own in the forward pass)
 MAX_OPTIONS = 256
@@ -208,13 +211,27 @@ def _human_probs(value: Any, options: list[str] | None, line: int | None) -> dic
     return probs
 
 
+def check_template(template: str) -> str:
+    """``template`` if it has the ``{text}`` slot once, else a ValueError saying so."""
+    if template.count(TEXT_SLOT) != 1:
+        raise ValueError(f"a prompt template needs {TEXT_SLOT} exactly once (where each record's text goes), "
+                         f"got {_short(template)!r}")
+    return template
+
+
 def record_from_json(
-    data: dict[str, Any], line: int | None = None, default_options: list[str] | None = None
+    data: dict[str, Any], line: int | None = None, default_options: list[str] | None = None,
+    template: str | None = None,
 ) -> Record:
     """Validate one parsed input line and build a :class:`Record`.
 
+    ``template`` (see :func:`check_template`) wraps the text: ``{text}`` is replaced by it and
+    nothing else in either is interpreted, so braces in a comment are kept as they are.
+
     >>> record_from_json({"id": "a", "text": "Hi", "options": ["No", "Yes"], "label": "Yes"}).mode
     'options'
+    >>> record_from_json({"text": "Nice."}, template='Comment: "{text}" Offensive? Answer:').text
+    'Comment: "Nice." Offensive? Answer:'
     >>> record_from_json({"text": ""})
     Traceback (most recent call last):
     ...
@@ -229,6 +246,8 @@ def record_from_json(
     if not text.strip():
         raise InputError("'text' is empty", line=line)
     _unicode(text, "text", line)
+    if template is not None:
+        text = template.replace(TEXT_SLOT, text)
     continuation = data.get("continuation")
     if continuation is not None and (not isinstance(continuation, str) or not continuation):
         raise InputError("'continuation' must be a non-empty string", line=line)

@@ -239,3 +239,52 @@ def test_resume_a_csv_run(tmp_path: Path, loads: list[str]) -> None:
     resumed = run("score", path, "-o", out, "--options", "Yes,No", "--resume", *TINY)
     assert resumed.exit_code == 0, resumed.stderr
     assert [r["id"] for r in records(out.read_text())] == ["r0", "r1", "r2", "r3"]
+
+
+# -- a prompt template around raw texts ------------------------------------------------------------
+
+
+TEMPLATE_ARG = 'Comment: "{text}"\\nIs this comment offensive? Answer Yes or No.\\nAnswer:'  # as typed on a shell
+
+
+def test_a_template_wraps_raw_comments_as_the_prompt_would(tmp_path: Path, loads: list[str]) -> None:
+    """A CSV of bare comments with --template scores exactly as the same prompts written out in full."""
+    bare = ["comment, number 1", 'a {brace} and "quotes"', "comment, number 3"]
+    path = write_csv(tmp_path / "raw.csv", ["id", "comment", "gold"], [[f"r{i}", c, "No"] for i, c in enumerate(bare)])
+    full = tmp_path / "full.jsonl"
+    full.write_text("".join(json.dumps({"id": f"r{i}", "text": MODERATION.format(c), "label": "No"}) + "\n"
+                            for i, c in enumerate(bare)))
+    wrapped = run("score", path, "--text-col", "comment", "--label-col", "gold", "--template", TEMPLATE_ARG,
+                  "--options", "Yes,No", *TINY)
+    written = run("score", full, "--options", "Yes,No", *TINY)
+    plain = run("score", path, "--text-col", "comment", "--label-col", "gold", "--options", "Yes,No", *TINY)
+    assert wrapped.exit_code == written.exit_code == plain.exit_code == 0, wrapped.stderr + written.stderr
+    ours, theirs, bare_out = records(wrapped.stdout), records(written.stdout), records(plain.stdout)
+    assert [r["id"] for r in ours] == ["r0", "r1", "r2"]
+    for a, b, c in zip(ours, theirs, bare_out):
+        assert a["base_probs"] == pytest.approx(b["base_probs"], abs=1e-6)
+        assert a["scores"] == pytest.approx(b["scores"], rel=1e-4, abs=1e-6)
+        assert a["base_probs"] != pytest.approx(c["base_probs"], abs=1e-6)  # the template changed what was read
+
+
+@pytest.mark.parametrize("template", ["Comment: no slot. Answer:", "{text} and {text}"])
+def test_a_template_without_one_text_slot_exits_2_before_the_model_loads(
+    tmp_path: Path, loads: list[str], template: str
+) -> None:
+    path = write_csv(tmp_path / "raw.csv", ["text"], [["hello"]])
+    result = run("score", path, "--template", template, "--options", "Yes,No", *TINY)
+    assert result.exit_code == 2 and "{text} exactly once" in result.stderr and loads == []
+
+
+def test_score_df_takes_the_same_template(tiny: Any, two: Any) -> None:
+    pd = pytest.importorskip("pandas")
+    from steerunc.scoring.scorer import Scorer
+
+    scorer = Scorer(tiny, two)
+    df = pd.DataFrame({"comment": ["comment, number 1", "comment, number 2"]})
+    template = TEMPLATE_ARG.replace("\\n", "\n")
+    wrapped = scorer.score_df(df, text="comment", template=template, options=["Yes", "No"])
+    spelled = scorer.score_df(pd.DataFrame({"text": [MODERATION.format(c) for c in df.comment]}), options=["Yes", "No"])
+    assert list(wrapped["base_prob_Yes"]) == pytest.approx(list(spelled["base_prob_Yes"]), abs=1e-6)
+    with pytest.raises(ValueError, match="exactly once"):
+        scorer.score_df(df, text="comment", template="no slot", options=["Yes", "No"])

@@ -23,7 +23,7 @@ from steerunc.cli.common import (
 from steerunc.cli.resume import Done, check_resume, done_lines
 from steerunc.errors import InputError, VectorsError
 from steerunc.io import Line, dumps, open_output, read_jsonl
-from steerunc.records import ErrorRecord, Record, id_of, record_from_json
+from steerunc.records import ErrorRecord, Record, check_template, id_of, record_from_json
 from steerunc.tables import FORMATS, format_of, sniff_format
 
 __all__ = ["COMMANDS", "score"]
@@ -47,7 +47,9 @@ def _count_lines(path: str, fmt: str, lines: Iterator[Line] | None = None) -> in
     return count + content
 
 
-def _items(lines: Iterator[Line], done: dict[int, Done], options: list[str] | None) -> Iterator[Record | ErrorRecord]:
+def _items(
+    lines: Iterator[Line], done: dict[int, Done], options: list[str] | None, template: str | None = None
+) -> Iterator[Record | ErrorRecord]:
     for line in lines:
         if line.number in done:
             continue
@@ -55,7 +57,7 @@ def _items(lines: Iterator[Line], done: dict[int, Done], options: list[str] | No
             yield ErrorRecord(line.number, line.error or "empty line")
             continue
         try:
-            yield record_from_json(line.data, line.number, options)
+            yield record_from_json(line.data, line.number, options, template)
         except InputError as exc:
             try:
                 rid = id_of(line.data)
@@ -166,6 +168,9 @@ class _Summary:
 @click.option("--format", "input_format", type=click.Choice(list(FORMATS)),
               help="Format of INPUT (default: from its suffix, .csv or .parquet, else jsonl).")
 @click.option("--text-col", metavar="COLUMN", help="Column (or JSON field) holding the text [default: text].")
+@click.option("--template", metavar="PROMPT",
+              help="Prompt around each text: {text} is replaced by it, and \\n in PROMPT is a newline; e.g. "
+                   "'Comment: \"{text}\"\\nIs this comment offensive? Answer Yes or No.\\nAnswer:'.")
 @click.option("--label-col", metavar="COLUMN", help="Column holding the label [default: label, if there is one].")
 @click.option("--id-col", metavar="COLUMN", help="Column holding the id [default: id, if there is one].")
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
@@ -196,7 +201,8 @@ class _Summary:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, log messages or summary (warnings still show).")
 @translate_errors
 def score(
-    input_path: str, output: str | None, input_format: str | None, text_col: str | None, label_col: str | None,
+    input_path: str, output: str | None, input_format: str | None, text_col: str | None, template: str | None,
+    label_col: str | None,
     id_col: str | None, model: str, vectors_path: str | None, layer: int | None, coeff: float,
     center: bool | None, chat: bool, options_csv: str | None, tau: float, fusion_method: str, alpha: float, top_m: int, batch_size: int, max_tokens: int | None,
     device: str, dtype: str, resume: bool, strict: bool, quiet: bool,
@@ -222,6 +228,11 @@ def score(
     check_outputs((output, "-o/--output"))
     if output not in (None, "-") and input_path != "-" and os.path.exists(output) and os.path.samefile(input_path, output):
         raise click.UsageError(f"-o/--output {output} is the input file: it would be overwritten before it is read")
+    if template is not None:
+        try:
+            template = check_template(template.replace("\\n", "\n"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--template") from exc
     options = [o.strip() for o in options_csv.split(",") if o.strip()] if options_csv else None
     if options is not None and (len(options) < 2 or len(set(options)) != len(options)):
         raise click.BadParameter(f"needs at least two distinct options, got {options_csv!r}", param_hint="--options")
@@ -278,7 +289,7 @@ def score(
     columns_shown = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns_shown, console=stderr, disable=quiet) as progress, open_output(output, append=resume) as out:
         task = progress.add_task("score", total=total, completed=len(done))
-        for result in scorer.score_iter(_items(lines, done, options)):
+        for result in scorer.score_iter(_items(lines, done, options, template)):
             record = result.to_json()
             out.write(dumps(record) + "\n")
             out.flush()

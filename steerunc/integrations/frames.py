@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from steerunc.errors import InputError
 from steerunc.io import Line, read_jsonl
 from steerunc.tables import read_csv, read_parquet
-from steerunc.records import ErrorRecord, Record, record_from_json
+from steerunc.records import ErrorRecord, Record, check_template, record_from_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -244,13 +244,13 @@ def _frame(rows: list[dict[str, Any]], index: Any = None, provenance: list[Any] 
 
 
 def _records(
-    df: pd.DataFrame, columns: ColumnMap, options: Sequence[str] | None
+    df: pd.DataFrame, columns: ColumnMap, options: Sequence[str] | None, template: str | None = None
 ) -> Iterator[Record | ErrorRecord]:
     names = [str(c) for c in df.columns]
     for values in df.itertuples(index=False, name=None):
         data = columns.row(dict(zip(names, values)))
         try:
-            yield record_from_json(data, None, list(options) if options is not None else None)
+            yield record_from_json(data, None, list(options) if options is not None else None, template)
         except InputError as exc:
             rid = data.get("id")
             yield ErrorRecord(None, exc.message, rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None)
@@ -263,12 +263,14 @@ def score_df(
     options: Sequence[str] | str | None = None,
     label: str | None = None,
     id: str | None = None,  # noqa: A002  (the column of the ids, as the CLI's --id-col)
+    template: str | None = None,
     **columns: str,
 ) -> pd.DataFrame:
     """Score every row of ``df``; one flat row out per row in, with ``df``'s index.
 
     ``text``, ``label`` and ``id`` name columns (``label`` and ``id`` default to the columns of
-    those names, when there are any). ``options`` is the list of options for every row, or the
+    those names, when there are any). ``template`` puts each text into a prompt: ``{text}`` is
+    replaced by it (as the CLI's ``--template``). ``options`` is the list of options for every row, or the
     name of a column holding each row's (a list, or text such as ``"Yes,No"``); the other
     record fields can be named as keywords (``continuation="cont"``, ``human_probs="votes"``).
     A row that cannot be scored gets its message in ``error`` and no scores; nothing is dropped.
@@ -285,6 +287,8 @@ def score_df(
     pd = _pandas()
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"score_df needs a pandas DataFrame, got {type(df).__name__}")
+    if template is not None:
+        check_template(template)
     given: dict[str, str | None] = {"text": text, "label": label, "id": id, **columns}
     per_row = isinstance(options, str)
     if per_row:
@@ -298,7 +302,7 @@ def score_df(
         raise ValueError(f"options must be at least two distinct strings, got {list(options)}")
     column_map = ColumnMap.resolve([str(c) for c in df.columns], **given)
     fixed = None if per_row else options
-    results = scorer.score_iter(_records(df, column_map, fixed))  # type: ignore[arg-type]
+    results = scorer.score_iter(_records(df, column_map, fixed, template))  # type: ignore[arg-type]
     records = [result.to_json() for result in results]
     rows = [flatten(record) for record in records]
     for row in rows:
