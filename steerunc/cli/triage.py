@@ -198,15 +198,7 @@ def _budget_router(
     raw = raw_certainty(calibrator, good, scored.path)
     allowed = int(np.floor(budget * len(decisions) + 1e-9)) - (len(decisions) - len(scorable))
     cut = budget_cut(confidence, raw, min(len(scorable), max(0, allowed)))
-    router = Router(
-        calibrator,
-        cut.threshold,
-        mode="budget",
-        budget=budget,
-        source=source,
-        tie_threshold=cut.tie_threshold,
-        prior=prior,
-    )
+    router = Router.at_cut(calibrator, cut, budget, source, prior)
     decisions = router.route_many(data, scored.path)
     for j, i in enumerate(scorable):
         if cut.review[j] and decisions[i].accepted:  # tied with the first accepted line on both keys

@@ -194,15 +194,15 @@ class Router:
         if not 0.0 <= budget <= 1.0:
             raise ValueError(f"budget must lie in [0, 1], got {budget}")
         cut = budget_cut(confidence, raw, math.floor(budget * n + 1e-9))
-        return cls(
-            calibrator,
-            cut.threshold,
-            mode="budget",
-            budget=budget,
-            source=source,
-            tie_threshold=cut.tie_threshold,
-            prior=prior,
-        )
+        return cls.at_cut(calibrator, cut, budget, source, prior)
+
+    @classmethod
+    def at_cut(
+        cls, calibrator: Calibrator, cut: Any, budget: float, source: str | None = None, prior: Any = None
+    ) -> "Router":
+        """The budget router whose threshold (and tie-break) is ``cut``, a :func:`budget_cut` result."""
+        return cls(calibrator, cut.threshold, mode="budget", budget=budget, source=source,
+                   tie_threshold=cut.tie_threshold, prior=prior)
 
     @classmethod
     def for_risk(
