@@ -109,3 +109,22 @@ def test_chat_must_be_a_boolean(tmp_path: Path) -> None:
     assert result.exit_code == 1
     record = json.loads(result.stdout.splitlines()[0])
     assert record["line"] == 1 and "'chat' must be true or false" in record["error"]
+
+
+def test_vectors_check_reads_a_chat_record_as_the_scorer_does(templated: Any, tiny_vectors: Any) -> None:
+    """``steerunc vectors check`` on a probe of chat records measured the raw text while scoring
+    read the chat template: its verdict was about another prompt. Now both read the same one."""
+    from steerunc.records import record_from_json
+    from steerunc.scoring.vectors_probe import probe_probabilities
+
+    records = [record_from_json({"id": i, "text": QUESTION, "options": ["Yes", "No"], "chat": chat})
+               for i, chat in enumerate((True, False))]
+    run = probe_probabilities(templated, tiny_vectors, records)
+    scored = Scorer(templated, tiny_vectors).score(records)
+    for i, result in enumerate(scored):
+        assert isinstance(result, ScoredRecord) and result.base_probs is not None
+        assert [result.base_probs[o] for o in ("Yes", "No")] == pytest.approx(run.base[i].tolist(), abs=1e-5)
+        for j, name in enumerate(tiny_vectors.names):
+            view = [result.views[name]["probs"][o] for o in ("Yes", "No")]
+            assert view == pytest.approx(run.plus[i][j].tolist(), abs=1e-5)
+    assert not pytest.approx(run.base[1].tolist(), abs=1e-5) == run.base[0].tolist()  # the template was read

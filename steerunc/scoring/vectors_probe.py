@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from steerunc.errors import InputError
-from steerunc.scoring.model import LoadedModel
 from steerunc.records import Record
+from steerunc.scoring.model import LoadedModel
+from steerunc.scoring.prompting import chat_text, has_chat_template
 from steerunc.scoring.vectors import SteeringVectors
 from steerunc.scoring.views import Unembedding, collate, steered_hidden
 
@@ -62,12 +63,15 @@ def _encode(model: LoadedModel, text: str, special: bool) -> list[int]:
 
 
 def _prepare(model: LoadedModel, record: Record, max_tokens: int) -> _Prepared:
-    """Token rows as the scorer builds them: options joined with a space unless the text ends in
+    """Token rows as the scorer builds them: a record that asks for the chat template is read
+    through it (when the model has one); options joined with a space unless the text ends in
     whitespace; one row when every option is one token, else one row per option; a text too
     long is cut from the left, keeping BOS."""
-    text = record.text
+    text, special = record.text, True
+    if record.chat and has_chat_template(model.tokenizer):
+        text, special = chat_text(model.tokenizer, text), False  # the template writes the special tokens
     window = max_tokens * _CHARS_PER_TOKEN
-    text_ids = _encode(model, text[-window:] if len(text) > window else text, True)
+    text_ids = _encode(model, text[-window:] if len(text) > window else text, special)
     n_special = 1 if model.prepends_bos and text_ids and text_ids[0] == model.bos_id else 0
     if len(text_ids) <= n_special:
         raise InputError("'text' has no tokens", line=record.line)
