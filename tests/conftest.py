@@ -55,3 +55,30 @@ def tiny_vectors(tiny: Any) -> Any:
     from steerunc.scoring.vectors_default import default_vectors
 
     return default_vectors(tiny)
+
+
+@pytest.fixture(scope="session")
+def two(tiny: Any) -> Any:
+    """Two perspectives for the tiny model, built from two pairs (scoring with them stays fast)."""
+    from steerunc.scoring.vectors import Pair, build_vectors
+
+    pairs = [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"), Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")]
+    return build_vectors(tiny, pairs, layer=1)
+
+
+@pytest.fixture
+def loads(tiny: Any, two: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``load_model`` hands out the session's tiny model, scored under :func:`two`'s perspectives
+    by default; the list records every load (a command that must not load the model leaves it empty)."""
+    import steerunc.scoring.model
+    import steerunc.scoring.scorer
+
+    calls: list[str] = []
+
+    def load(name: str, device: str = "auto", dtype: str = "auto") -> Any:
+        calls.append(name)
+        return tiny
+
+    monkeypatch.setattr(steerunc.scoring.model, "load_model", load)
+    monkeypatch.setattr(steerunc.scoring.scorer, "default_vectors", lambda model, layer=None: two)
+    return calls

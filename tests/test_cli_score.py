@@ -181,27 +181,6 @@ def test_cli_defaults_are_the_library_defaults() -> None:
 # -- a run that tells what happened ------------------------------------------------------------------
 
 
-@pytest.fixture
-def loads(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """``load_model`` hands out the session's tiny model, scored under two perspectives; the list
-    records every load."""
-    import steerunc.scoring.model
-    import steerunc.scoring.scorer
-    from steerunc.scoring.vectors import Pair, build_vectors
-
-    two = build_vectors(tiny, [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"),
-                               Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")], layer=1)
-    calls: list[str] = []
-
-    def load(name: str, device: str = "auto", dtype: str = "auto") -> Any:
-        calls.append(name)
-        return tiny
-
-    monkeypatch.setattr(steerunc.scoring.model, "load_model", load)
-    monkeypatch.setattr(steerunc.scoring.scorer, "default_vectors", lambda model, layer=None: two)
-    return calls
-
-
 def test_the_run_ends_with_a_summary_of_what_it_wrote(tmp_path: Path, loads: list[str]) -> None:
     lines = [_good(1, label="Yes"), _good(2, label="No"), {"id": "bad", "text": ""}, _good(4, label="No"), _good(5)]
     path = _write(tmp_path / "in.jsonl", lines)

@@ -20,39 +20,12 @@ from conftest import MODERATION
 TINY = ["--model", "tiny-random", "--device", "cpu", "-q"]
 
 
-@pytest.fixture(scope="module")
-def two(tiny: Any) -> Any:
-    """Two perspectives for the tiny model (built from two pairs: scoring stays fast)."""
-    from steerunc.scoring.vectors import Pair, build_vectors
-
-    pairs = [Pair("kind", "I am kind.\nComment: hi", "Comment: hi"), Pair("harsh", "I am harsh.\nComment: hi", "Comment: hi")]
-    return build_vectors(tiny, pairs, layer=1)
-
-
 def run(*args: Any, stdin: bytes | None = None) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], input=stdin, catch_exceptions=False)
 
 
 def records(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.split("\n") if line.strip()]
-
-
-@pytest.fixture
-def loads(tiny: Any, two: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """``load_model`` hands out the session's tiny model, scored under two perspectives; the list
-    records every load."""
-    import steerunc.scoring.model
-    import steerunc.scoring.scorer
-
-    calls: list[str] = []
-
-    def load(name: str, device: str = "auto", dtype: str = "auto") -> Any:
-        calls.append(name)
-        return tiny
-
-    monkeypatch.setattr(steerunc.scoring.model, "load_model", load)
-    monkeypatch.setattr(steerunc.scoring.scorer, "default_vectors", lambda model, layer=None: two)
-    return calls
 
 
 def comment(i: int) -> str:
