@@ -35,6 +35,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LINE_BYTES",
     "read_jsonl",
+    "read_json_file",
     "open_output",
     "atomic_write",
     "atomic_write_many",
@@ -162,6 +163,22 @@ def read_jsonl(path: str, max_line_bytes: int | None = None) -> Iterator[Line]:
     finally:
         if close:
             stream.close()
+
+
+def read_json_file(path: str, what: str) -> Any:
+    """The JSON document in ``path`` (a calibrator, prior or policy: ``what`` names it in errors);
+    an InputError naming the file when it is missing, unreadable or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as exc:
+        raise InputError(f"no such {what} file", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"cannot read {what}: not valid JSON ({exc.msg} at line {exc.lineno})", path=path) from exc
+    except RecursionError as exc:
+        raise InputError(f"cannot read {what}: JSON nested too deep", path=path) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what}: {exc}", path=path) from exc
 
 
 def _size(n: int) -> str:

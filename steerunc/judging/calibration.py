@@ -51,7 +51,7 @@ from steerunc.judging.calibration_base import (
 from steerunc.judging.calibration_combined import CombinedCalibrator
 from steerunc.judging.calibration_scaling import BetaCalibrator, PlattCalibrator, TemperatureScaling
 from steerunc.errors import InputError
-from steerunc.io import atomic_write
+from steerunc.io import atomic_write, read_json_file
 
 __all__ = [
     "METHODS",
@@ -274,16 +274,7 @@ def load_calibrator(source: str | dict[str, Any]) -> Calibrator:
     """Load a calibrator from a JSON file written by :func:`save_calibrator` (or from its dict)."""
     if isinstance(source, dict):
         return calibrator_from_dict(source)
-    try:
-        with open(source, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError as exc:
-        raise InputError("no such calibrator file", path=source) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read calibrator: {exc}", path=source) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"calibrator is not valid JSON: {exc.msg} at line {exc.lineno}", path=source) from exc
-    return calibrator_from_dict(data, path=source)
+    return calibrator_from_dict(read_json_file(source, "calibrator"), path=source)
 
 
 def save_calibrator(calibrator: Calibrator, path: str, source: str | None = None) -> None:

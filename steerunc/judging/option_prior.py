@@ -48,7 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 from steerunc import __version__
 from steerunc.judging.calibration_base import NotFittedError, fitted_on_from_json, fitted_on_to_json
 from steerunc.errors import InputError
-from steerunc.io import atomic_write
+from steerunc.io import atomic_write, read_json_file
 from steerunc.scored import TARGETS, ScoredFile
 
 __all__ = [
@@ -313,14 +313,7 @@ def load_prior(source: str | dict[str, Any]) -> OptionPrior:
     """Load a prior from a JSON file written by :func:`save_prior` (or from its dict)."""
     if isinstance(source, dict):
         return prior_from_dict(source)
-    try:
-        with open(source, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError as exc:
-        raise InputError("no such option prior file", path=source) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read option prior JSON: {exc}", path=source) from exc
-    return prior_from_dict(data, path=source)
+    return prior_from_dict(read_json_file(source, "option prior"), path=source)
 
 
 def save_prior(prior: OptionPrior, path: str, source: str | None = None) -> None:

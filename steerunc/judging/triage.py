@@ -41,7 +41,7 @@ from steerunc.judging.confidence import (
     raw_name,
 )
 from steerunc.errors import InputError
-from steerunc.io import atomic_write
+from steerunc.io import atomic_write, read_json_file
 from steerunc.judging.option_prior import OptionPrior, prior_from_dict, prior_mismatch
 from steerunc.judging.provenance import check_disjoint
 from steerunc.scored import record_kind
@@ -249,13 +249,7 @@ class Router:
         path = policy if isinstance(policy, str) else None
         data: Any = policy
         if isinstance(policy, str):
-            try:
-                with open(policy, encoding="utf-8") as handle:
-                    data = json.load(handle)
-            except FileNotFoundError as exc:
-                raise InputError("no such policy file", path=policy) from exc
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(f"cannot read policy JSON: {exc}", path=policy) from exc
+            data = read_json_file(policy, "policy")
         if not isinstance(data, dict) or data.get("kind") != POLICY_KIND:
             kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
             hint = " (that is a calibrator: pass it as --calibrator)" if kind == "steerunc.calibrator" else ""
