@@ -304,10 +304,12 @@ def _damage(data: Any, draw: st.DrawFn) -> Any:
 def _damaged(draw: st.DrawFn, judged: dict[str, Any]) -> tuple[list[bytes], dict[str, Any], dict[str, Any], str]:
     records = copy.deepcopy(judged["records"])
     lines = [json.dumps(r).encode() for r in records]
+    raw: set[int] = set()  # lines replaced by bytes that need not be JSON: damaged no further as JSON
     for _ in range(draw(st.integers(1, 5))):
         i = draw(st.integers(0, len(records) - 1))
-        if draw(st.integers(0, 5)) == 0:
+        if i in raw or draw(st.integers(0, 5)) == 0:
             lines[i] = draw(_LINE)  # any line of the scoring corpus, or random bytes
+            raw.add(i)
         else:
             lines[i] = json.dumps(_damage(json.loads(lines[i]), draw)).encode()
     method = draw(st.sampled_from(sorted(judged["calibrators"])))
