@@ -21,7 +21,9 @@ Steps (docs/benchmarks.md):
 
 ``--reuse-scored`` re-judges the scored files of an earlier run; when every
 scored file is complete and the earlier run's JSON and vector file are there,
-no model is loaded.
+no model is loaded; otherwise the earlier run's vector file is used again when it
+was built for this model and layer from the same annotations (only the missing
+scored files are made).
 """
 
 from __future__ import annotations
@@ -174,6 +176,17 @@ class _Model:
         return self.model
 
 
+def _same_settings(args: argparse.Namespace, before: dict[str, Any], name: str) -> None:
+    """--reuse-scored: refuse to mix scored files made with other settings (a setting left at
+    its default, as layer and centring may be, is not compared)."""
+    for key in ("coeff", "tau", "fusion", "alpha", "top_m", "seed", "layer", "center"):
+        now = getattr(args, key)
+        if key in before and now is not None and before[key] != now:
+            raise SystemExit(f"[{name}] --reuse-scored: the scored files were made with {key} "
+                             f"{before[key]!r}, not {now!r}; drop --reuse-scored to score again, "
+                             "or pass the earlier setting")
+
+
 def _earlier(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The JSON of the earlier run with this name (--reuse-scored), or {}."""
     path = os.path.join(args.out, f"{name}.json")
@@ -190,7 +203,8 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
 
     from quality_adds import prior_effect, steering_adds
     from quality_eval import judge
-    from quality_scoring import build_perspective_vectors, prompt_ensemble, random_vectors, read_records, score_records
+    from quality_scoring import (build_perspective_vectors, prompt_ensemble, random_vectors, read_records,
+                                 reusable_vectors, score_records)
 
     models = models or _Model(args)
     started = time.perf_counter()
@@ -216,12 +230,9 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
     # every scored file already there, with the vectors and the earlier JSON: judge without the model
     no_model = all(reuse.values()) and bool(earlier.get("model")) and os.path.exists(files["vectors"])
     timings: dict[str, Any] = {}
+    if any(reuse.values()):
+        _same_settings(args, earlier.get("settings", {}), name)
     if no_model:
-        for key in ("coeff", "tau", "fusion", "alpha", "top_m", "seed"):
-            if key in earlier.get("settings", {}) and earlier["settings"][key] != getattr(args, key):
-                raise SystemExit(f"[{name}] --reuse-scored: the scored files were made with {key} "
-                                 f"{earlier['settings'][key]!r}, not {getattr(args, key)!r}; drop --reuse-scored "
-                                 "to score again, or pass the earlier setting")
         vectors = load_vectors(files["vectors"])
         model_info, centred = earlier["model"], earlier["settings"]["center"]
         before = earlier.get("timings_s", {})
@@ -234,8 +245,14 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         model = models.get()
         timings["load_model"] = models.seconds
         tick = time.perf_counter()
-        vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
-        timings["build_vectors"] = time.perf_counter() - tick
+        vectors = (reusable_vectors(model, files["annotations"], args.layer, files["vectors"])
+                   if args.reuse_scored else None)
+        if vectors is not None:
+            timings["build_vectors"] = earlier.get("timings_s", {}).get("build_vectors")
+            print(f"[{name}] reusing {files['vectors']}", file=sys.stderr)
+        else:
+            vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
+            timings["build_vectors"] = time.perf_counter() - tick
         model_info = {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
                       "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)}
         fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m, method=args.fusion)

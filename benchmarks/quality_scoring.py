@@ -9,6 +9,8 @@ a run pays the model load once.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from typing import Any, Iterator
 
@@ -21,9 +23,10 @@ from steerunc.scoring.model import LoadedModel
 from steerunc.scoring.readouts import OptionsReadout
 from steerunc.records import ErrorRecord, Record, ScoredRecord, record_from_json
 from steerunc.scoring.scorer import ScoreConfig, Scorer
-from steerunc.scoring.vectors import SteeringVectors, build_vectors
+from steerunc.errors import VectorsError
+from steerunc.scoring.vectors import SteeringVectors, build_vectors, load_vectors
 
-__all__ = ["build_perspective_vectors", "random_vectors", "score_records", "prompt_ensemble", "read_records"]
+__all__ = ["build_perspective_vectors", "reusable_vectors", "random_vectors", "score_records", "prompt_ensemble", "read_records"]
 
 
 def read_records(path: str) -> list[Record]:
@@ -43,8 +46,30 @@ def build_perspective_vectors(
     pairs, meta = read_pairs_or_annotations(annotations_path, "annotations", recipe)
     vectors = build_vectors(model, pairs, layer=layer)
     vectors.meta["pairs"] = annotations_path
+    vectors.meta["pairs_sha256"] = file_digest(annotations_path)
     vectors.meta.update(meta)
     vectors.save(output)
+    return vectors
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def reusable_vectors(model: LoadedModel, annotations_path: str, layer: int | None, path: str) -> SteeringVectors | None:
+    """The vectors an earlier run saved at ``path`` (--reuse-scored), if they were built for this
+    model and layer from an annotations file with these bytes; None otherwise (build them again)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        vectors = load_vectors(path, model)
+    except VectorsError:
+        return None
+    wanted = model.default_layer if layer is None else layer
+    digest = vectors.meta.get("pairs_sha256")
+    if vectors.layer != wanted or (digest is not None and digest != file_digest(annotations_path)):
+        return None
     return vectors
 
 

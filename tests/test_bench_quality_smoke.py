@@ -44,7 +44,7 @@ def _synthetic(root: Path) -> Path:
     return root
 
 
-def test_harness_smoke_on_tiny_random(tmp_path: Path) -> None:
+def test_harness_smoke_on_tiny_random(tmp_path: Path, tiny: Any) -> None:
     data = _synthetic(tmp_path / "data")
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_quality.py"), "--dataset", "sst2,chaosnli",
@@ -105,6 +105,28 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path) -> None:
     for key in ("results", "steering_adds", "option_prior", "model", "settings", "command"):
         assert rejudged[key] == report[key], key
     assert rejudged["timings_s"]["total"] == report["timings_s"]["total"] and "rejudge_total" in rejudged["timings_s"]
+    # one scored file missing: the model loads and scores only that one, with the earlier run's vectors
+    vectors = out / "sst2-tiny-random-n6-k2" / "vectors.safetensors"
+    built = vectors.stat().st_mtime_ns
+    (out / "sst2-tiny-random-n6-k2" / "scored-random-eval.jsonl").unlink()
+    third = subprocess.run(cmd + ["--reuse-scored"], capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"reusing {vectors}" in third.stderr and "random/eval: 6 records" in third.stderr
+    assert vectors.stat().st_mtime_ns == built
+    rescored = json.loads((out / "sst2-tiny-random-n6-k2.json").read_text())
+    assert rescored["results"] == report["results"]
+    # scored files made at another layer are not mixed with new ones
+    (out / "sst2-tiny-random-n6-k2" / "scored-random-eval.jsonl").unlink()
+    fourth = subprocess.run(cmd + ["--reuse-scored", "--layer", "0"], capture_output=True, text=True, timeout=600)
+    assert fourth.returncode != 0 and "made with layer 2, not 0" in fourth.stderr
+    # vectors built from other annotations are built again
+    from quality_scoring import reusable_vectors
+
+    annotations = out / "sst2-tiny-random-n6-k2" / "annotations.jsonl"
+    assert reusable_vectors(tiny, str(annotations), None, str(vectors)) is not None
+    assert reusable_vectors(tiny, str(annotations), 0, str(vectors)) is None
+    annotations.write_text(annotations.read_text() + "\n")
+    assert reusable_vectors(tiny, str(annotations), None, str(vectors)) is None
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real data sets are not beside this checkout")
