@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from steerunc.scoring.prompting import chat_text
@@ -128,3 +129,57 @@ def test_vectors_check_reads_a_chat_record_as_the_scorer_does(templated: Any, ti
             view = [result.views[name]["probs"][o] for o in ("Yes", "No")]
             assert view == pytest.approx(run.plus[i][j].tolist(), abs=1e-5)
     assert not pytest.approx(run.base[1].tolist(), abs=1e-5) == run.base[0].tolist()  # the template was read
+
+
+def test_chat_pairs_are_read_where_a_chat_record_is_read(templated: Any, tmp_path: Path) -> None:
+    """A vector built from pairs with ``"chat": true`` is read at the start of the model's reply,
+    where a chat record's answer is read, not at the last token of the bare question."""
+    from steerunc.scoring.vectors import Pair, build_vectors, read_pairs
+
+    note = "As a strict moderator, I remove anything rude.\n"
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"perspective": name, "positive": note + QUESTION, "negative": QUESTION,
+                                          "chat": True}) + "\n" for name in ("strict", "again")))
+    pairs = read_pairs(str(source))
+    assert all(p.chat for p in pairs)
+    chat = build_vectors(templated, pairs)
+    bos = templated.tokenizer.bos_token
+    by_hand = build_vectors(templated, [Pair(p.perspective, chat_text(templated.tokenizer, p.positive)[len(bos):],
+                                             chat_text(templated.tokenizer, p.negative)[len(bos):]) for p in pairs])
+    plain = build_vectors(templated, [Pair(p.perspective, p.positive, p.negative) for p in pairs])
+    assert torch.allclose(chat.vectors, by_hand.vectors, atol=1e-5)
+    assert not torch.allclose(chat.vectors, plain.vectors, atol=1e-3)
+    assert chat.meta["read"] == "chat template" and plain.meta["read"] == "plain text"
+    mixed = build_vectors(templated, [pairs[0], Pair("plain", note + QUESTION, QUESTION)])
+    assert mixed.meta["read"] == "chat template for 1 of 2 pairs, else plain text"
+
+
+def test_chat_pairs_on_a_model_without_a_template_are_read_plain_and_said_so(tiny: Any) -> None:
+    from steerunc.scoring.vectors import Pair, build_vectors
+
+    saved, tiny.tokenizer.chat_template = tiny.tokenizer.chat_template, None
+    try:
+        with _captured("steerunc") as logged:
+            chat = build_vectors(tiny, [Pair("a", "I am strict.\n" + QUESTION, QUESTION, chat=True)])
+        plain = build_vectors(tiny, [Pair("a", "I am strict.\n" + QUESTION, QUESTION)])
+    finally:
+        tiny.tokenizer.chat_template = saved
+    assert torch.allclose(chat.vectors, plain.vectors, atol=1e-6)
+    assert chat.meta["read"] == "plain text"
+    assert any("no chat template" in r.getMessage() and "1 pair(s)" in r.getMessage() for r in logged)
+
+
+def test_chat_in_pairs_and_annotations_files_is_checked(tmp_path: Path) -> None:
+    from steerunc.errors import InputError
+    from steerunc.scoring.annotations import pairs_from_annotations
+    from steerunc.scoring.vectors import read_pairs
+
+    source = tmp_path / "pairs.jsonl"
+    source.write_text(json.dumps({"perspective": "a", "positive": "x y", "negative": "y", "chat": "yes"}) + "\n")
+    with pytest.raises(InputError, match="must be true or false"):
+        read_pairs(str(source))
+    got = pairs_from_annotations([{"perspective": "a", "text": QUESTION, "feedback": "I am strict.", "chat": True}])
+    assert got.pairs[0].chat and got.pairs[0].positive == "I am strict.\n" + QUESTION
+    with pytest.raises(InputError, match="feedback recipe only"):
+        pairs_from_annotations([{"perspective": "a", "text": QUESTION, "answer": "Yes", "contrast": "No",
+                                 "chat": True}])

@@ -56,7 +56,12 @@ def build(
     "contrast"?}. Recipe 'feedback': positive = feedback + newline + text,
     negative = text. Recipe 'answer': positive = text + answer, negative = text +
     contrast (or each different answer another perspective gave to the same
-    text). See docs/perspectives.md.
+    text).
+
+    A line with "chat": true (pairs, or annotations with feedback) is read as the
+    user turn of the model's chat template, as a record with "chat": true is
+    scored: build the vectors the way the records will be read. See
+    docs/perspectives.md.
     """
     check_outputs((output, "-o/--output"))
     check_model_arg(model)
@@ -84,7 +89,8 @@ def build(
     built.save(output)
     if not quiet:
         summary = ", ".join(f"{n} ({c} pairs)" for n, c in zip(built.names, built.n_pairs))
-        stderr.print(f"wrote {len(built.names)} vectors at layer {built.layer} to {output}: {summary}")
+        stderr.print(f"wrote {len(built.names)} vectors at layer {built.layer} to {output} "
+                     f"(texts read as {built.meta['read']}): {summary}")
     cosine = built.mean_cosine()
     if cosine is not None and cosine > 0.9 and not quiet:
         stderr.print(f"note: the perspectives point almost the same way (mean cosine {cosine:.2f}); "

@@ -20,6 +20,10 @@ Two recipes turn a line into :class:`~steerunc.scoring.vectors.Pair` s (METHOD.m
     The answer is joined as an option is when scoring (a space unless the
     prompt ends in whitespace), so the vector is read where the scorer reads.
 
+A feedback line with ``"chat": true`` is read through the model's chat template
+(the note and the prompt as the user turn), as a record with ``"chat": true``
+is scored: the vector is then read where such a record's answer is read.
+
 ``recipe="auto"`` picks per line: ``feedback`` when the line has one, else
 ``answer``. The seed work found ~50 examples per perspective enough; by
 default at most :data:`MAX_PER_PERSPECTIVE` lines per perspective are used (the
@@ -72,6 +76,8 @@ class Annotation:
     answer: str | None = None
     contrast: str | None = None
     line: int | None = None
+    #: the feedback and text are read as the user turn of the model's chat template
+    chat: bool = False
 
 
 @dataclass
@@ -114,7 +120,10 @@ def parse_annotation(data: Mapping[str, Any], line: int | None = None, path: str
         )
     if contrast is not None and answer is None:
         raise InputError("'contrast' given without 'answer'", path=path, line=line)
-    return Annotation(str(data["perspective"]), str(data["text"]), feedback, answer, contrast, line)
+    chat = data.get("chat", False)
+    if chat is not None and not isinstance(chat, bool):
+        raise InputError(f"'chat' must be true or false, got {chat!r}", path=path, line=line)
+    return Annotation(str(data["perspective"]), str(data["text"]), feedback, answer, contrast, line, bool(chat))
 
 
 def read_annotations(path: str) -> list[Annotation]:
@@ -175,8 +184,11 @@ def pairs_from_annotations(
     for note in kept:
         if _recipe_of(note, recipe) == "feedback":
             sep = "" if (note.feedback or "").endswith(("\n", " ")) else "\n"
-            result.pairs.append(Pair(note.perspective, f"{note.feedback}{sep}{note.text}", note.text))
+            result.pairs.append(Pair(note.perspective, f"{note.feedback}{sep}{note.text}", note.text, note.chat))
             continue
+        if note.chat:
+            raise InputError("'chat' works with the feedback recipe only: an answer would be read inside the "
+                             "user turn, not as the model's reply; write such pairs yourself", line=note.line)
         answer = note.answer or ""
         if note.contrast is not None:
             contrasts = [note.contrast] if note.contrast != answer else []

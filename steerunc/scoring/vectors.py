@@ -25,6 +25,7 @@ from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
 from steerunc.io import read_jsonl
 from steerunc.scoring.model import LoadedModel
+from steerunc.scoring.prompting import chat_text, has_chat_template
 
 __all__ = ["Pair", "SteeringVectors", "read_pairs", "read_expectations", "build_vectors", "load_vectors"]
 
@@ -39,6 +40,9 @@ class Pair:
     perspective: str
     positive: str
     negative: str
+    #: both texts are read as the user turn of the model's chat template (as a record with
+    #: ``"chat": true`` is scored), so the vector is read where such a record's answer is read
+    chat: bool = False
 
 
 @dataclass
@@ -264,7 +268,10 @@ def read_pairs(path: str) -> list[Pair]:
         missing = [k for k in ("perspective", "positive", "negative") if not isinstance(data.get(k), str) or not data[k].strip()]
         if missing:
             raise InputError(f"missing or empty {', '.join(missing)}", path=path, line=line.number)
-        pairs.append(Pair(data["perspective"], data["positive"], data["negative"]))
+        chat = data.get("chat", False)
+        if chat is not None and not isinstance(chat, bool):
+            raise InputError(f"'chat' must be true or false, got {json.dumps(chat)[:40]}", path=path, line=line.number)
+        pairs.append(Pair(data["perspective"], data["positive"], data["negative"], bool(chat)))
     if not pairs:
         raise InputError("no pairs in file", path=path)
     return pairs
@@ -301,9 +308,11 @@ def read_expectations(path: str) -> dict[str, str]:
 
 @torch.no_grad()
 def _last_token_acts(
-    model: LoadedModel, texts: list[str], layer: int, batch_size: int
+    model: LoadedModel, texts: list[str], layer: int, batch_size: int, special: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Residual at the hook, last token of each text; plus each text's sum and count of token norms."""
+    """Residual at the hook, last token of each text; plus each text's sum and count of token norms.
+
+    ``special=False`` for texts that already hold their special tokens (the chat template's)."""
     from steerunc.scoring.views import hook_name
 
     captured: dict[str, Tensor] = {}
@@ -318,7 +327,8 @@ def _last_token_acts(
     acts, norm_sums, norm_counts = [], [], []
     skip = 1 if model.prepends_bos else 0
     for i in range(0, len(texts), batch_size):
-        enc = model.tokenizer(texts[i : i + batch_size], padding=True, padding_side="right", return_tensors="pt")
+        enc = model.tokenizer(texts[i : i + batch_size], padding=True, padding_side="right", return_tensors="pt",
+                              add_special_tokens=special)
         ids = enc["input_ids"].to(model.device)
         mask = enc["attention_mask"].to(model.device)
         try:
@@ -356,21 +366,29 @@ def build_vectors(
         raise VectorsError("no pairs to build vectors from")
     names, rows, counts = [], [], []
     norm_sum, norm_count = 0.0, 0
-    cache: dict[str, tuple[Tensor, float, int]] = {}
+    cache: dict[tuple[str, bool], tuple[Tensor, float, int]] = {}
+    templated = has_chat_template(model.tokenizer)
+    n_chat = sum(p.chat for group in grouped.values() for p in group)
+    if n_chat and not templated:
+        log.warning("%s has no chat template: %d pair(s) that ask for one are read as plain text",
+                    model.model_id, n_chat)
 
-    def acts(texts: list[str]) -> tuple[Tensor, float, int]:
+    def acts(texts: list[str], chat: list[bool]) -> tuple[Tensor, float, int]:
         """A text shared by several pairs (one prompt under many feedbacks) runs once."""
-        new = list(dict.fromkeys(t for t in texts if t not in cache))
-        if new:
-            got, sums, lengths = _last_token_acts(model, new, layer, batch_size)
-            for text, row, s, c in zip(new, got, sums.tolist(), lengths.tolist()):
-                cache[text] = (row, s, int(c))
-        entries = [cache[t] for t in texts]
+        keys = [(chat_text(model.tokenizer, t), True) if c and templated else (t, False) for t, c in zip(texts, chat)]
+        for via_template in (False, True):
+            new = list(dict.fromkeys(k for k in keys if k not in cache and k[1] == via_template))
+            if new:
+                got, sums, lengths = _last_token_acts(model, [k[0] for k in new], layer, batch_size,
+                                                      special=not via_template)
+                for key, row, s, c in zip(new, got, sums.tolist(), lengths.tolist()):
+                    cache[key] = (row, s, int(c))
+        entries = [cache[k] for k in keys]
         return torch.stack([e[0] for e in entries]), sum(e[1] for e in entries), sum(e[2] for e in entries)
 
     for done, (name, group) in enumerate(grouped.items(), start=1):
-        pos, s1, c1 = acts([p.positive for p in group])
-        neg, s2, c2 = acts([p.negative for p in group])
+        pos, s1, c1 = acts([p.positive for p in group], [p.chat for p in group])
+        neg, s2, c2 = acts([p.negative for p in group], [p.chat for p in group])
         rows.append((pos - neg).mean(0))
         names.append(name)
         counts.append(len(group))
@@ -385,6 +403,9 @@ def build_vectors(
                 f"perspective {name!r} gives a zero vector (norm {norm:.2e}): its positive and "
                 f"negative texts do not differ at blocks.{layer}.hook_out"
             )
+    n_pairs = sum(counts)
+    read = "plain text" if not (n_chat and templated) else (
+        "chat template" if n_chat == n_pairs else f"chat template for {n_chat} of {n_pairs} pairs, else plain text")
     return SteeringVectors(
         names=names,
         vectors=stacked,
@@ -393,4 +414,5 @@ def build_vectors(
         fingerprint=model.fingerprint,
         resid_norm=resid_norm,
         n_pairs=counts,
+        meta={"read": read},
     )

@@ -34,9 +34,11 @@ def default_pairs_path() -> str:
 
 
 def _pairs_digest(pairs: list[Pair]) -> str:
-    """Identifies a perspective set by its pairs only: other fields (``expect``) and the file's
-    layout can change without invalidating vectors built from it."""
-    content = json.dumps([[p.perspective, p.positive, p.negative] for p in pairs], ensure_ascii=False)
+    """Identifies a perspective set by its pairs only (texts, and whether they are read through the
+    chat template): other fields (``expect``) and the file's layout can change without
+    invalidating vectors built from it."""
+    content = json.dumps([[p.perspective, p.positive, p.negative] + (["chat"] if p.chat else []) for p in pairs],
+                         ensure_ascii=False)
     return hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
 
 
