@@ -195,3 +195,19 @@ def test_the_default_set_digest_ignores_fields_other_than_the_pairs() -> None:
     pairs = [Pair("a", "I think so. x", "x"), Pair("b", "I doubt it. x", "x")]
     assert _pairs_digest(pairs) == _pairs_digest(list(pairs))
     assert _pairs_digest(pairs) != _pairs_digest([Pair("a", "I think so. y", "y"), pairs[1]])
+    # reading the same texts through the chat template gives other vectors: another set
+    assert _pairs_digest(pairs) != _pairs_digest([Pair("a", "I think so. x", "x", chat=True), pairs[1]])
+
+
+def test_the_pre_built_default_vectors_are_those_of_the_shipped_pairs() -> None:
+    """The package's pre-built vectors for the default model must come from today's shipped pairs
+    (else every user rebuilds them on first use: 15-30 minutes on a CPU)."""
+    from steerunc.scoring.vectors import load_vectors, read_pairs
+    from steerunc.scoring.vectors_default import _pairs_digest, default_pairs_path, shipped_vectors_path
+
+    pairs = read_pairs(default_pairs_path())
+    assert all(p.chat for p in pairs)
+    shipped = load_vectors(shipped_vectors_path("qwen2.5-coder-1.5b-instruct-q4-k-m", 26))
+    assert shipped.meta["pairs"] == "steerunc default perspectives " + _pairs_digest(pairs)
+    assert shipped.meta["read"] == "chat template"
+    assert shipped.names == list(dict.fromkeys(p.perspective for p in pairs))
