@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from steerunc.errors import InputError
 
-__all__ = ["MAX_OPTIONS", "Record", "ScoredRecord", "ErrorRecord", "id_of", "record_from_json", "check_template"]
+__all__ = ["MAX_OPTIONS", "Record", "ScoredRecord", "ErrorRecord", "id_of", "record_from_json", "check_template", "chat_flag"]
 
 #: where a prompt template puts a record's text
 TEXT_SLOT = "{text}"
@@ -131,6 +132,15 @@ class ErrorRecord:
         out["line"] = self.line
         out["error"] = self.error
         return out
+
+
+def chat_flag(data: Mapping[str, Any], line: int | None = None, path: str | None = None) -> bool | None:
+    """A line's optional ``chat`` field (a record's, a pairs or an annotation line's): True, False
+    or None when absent; anything else is an InputError naming the line."""
+    chat = data.get("chat")
+    if chat is not None and not isinstance(chat, bool):
+        raise InputError(f"'chat' must be true or false, got {_short(chat)}", path=path, line=line)
+    return chat
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -274,9 +284,7 @@ def record_from_json(
     human = data.get("human_probs")
     if human is not None:
         human = _human_probs(human, options, line)
-    chat = data.get("chat")
-    if chat is not None and not isinstance(chat, bool):
-        raise InputError(f"'chat' must be true or false, got {_short(chat)}", line=line)
+    chat = chat_flag(data, line)
     return Record(
         text=text, id=rid, options=options, label=label, continuation=continuation,
         human_probs=human, line=line, chat=chat,

@@ -45,6 +45,7 @@ from typing import Any, Iterable, Mapping
 
 from steerunc.errors import InputError
 from steerunc.io import read_jsonl
+from steerunc.records import chat_flag
 from steerunc.scoring.vectors import Pair, read_pairs
 
 __all__ = [
@@ -120,10 +121,8 @@ def parse_annotation(data: Mapping[str, Any], line: int | None = None, path: str
         )
     if contrast is not None and answer is None:
         raise InputError("'contrast' given without 'answer'", path=path, line=line)
-    chat = data.get("chat", False)
-    if chat is not None and not isinstance(chat, bool):
-        raise InputError(f"'chat' must be true or false, got {chat!r}", path=path, line=line)
-    return Annotation(str(data["perspective"]), str(data["text"]), feedback, answer, contrast, line, bool(chat))
+    chat = bool(chat_flag(data, line, path))
+    return Annotation(str(data["perspective"]), str(data["text"]), feedback, answer, contrast, line, chat)
 
 
 def read_annotations(path: str) -> list[Annotation]:

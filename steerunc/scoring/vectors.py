@@ -24,6 +24,7 @@ from torch import Tensor
 from steerunc import __version__
 from steerunc.errors import InputError, VectorsError
 from steerunc.io import read_jsonl
+from steerunc.records import chat_flag
 from steerunc.scoring.model import LoadedModel
 from steerunc.scoring.prompting import chat_text, has_chat_template
 
@@ -268,10 +269,8 @@ def read_pairs(path: str) -> list[Pair]:
         missing = [k for k in ("perspective", "positive", "negative") if not isinstance(data.get(k), str) or not data[k].strip()]
         if missing:
             raise InputError(f"missing or empty {', '.join(missing)}", path=path, line=line.number)
-        chat = data.get("chat", False)
-        if chat is not None and not isinstance(chat, bool):
-            raise InputError(f"'chat' must be true or false, got {json.dumps(chat)[:40]}", path=path, line=line.number)
-        pairs.append(Pair(data["perspective"], data["positive"], data["negative"], bool(chat)))
+        chat = bool(chat_flag(data, line.number, path))
+        pairs.append(Pair(data["perspective"], data["positive"], data["negative"], chat))
     if not pairs:
         raise InputError("no pairs in file", path=path)
     return pairs
