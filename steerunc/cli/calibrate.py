@@ -10,7 +10,14 @@ from typing import Any
 import click
 import numpy as np
 
-from steerunc.judging.calibration import COMBINED_METHODS, METHODS, Calibrator, make_calibrator, save_calibrator
+from steerunc.judging.calibration import (
+    COMBINED_METHODS,
+    METHODS,
+    Calibrator,
+    CombinedCalibrator,
+    make_calibrator,
+    save_calibrator,
+)
 from steerunc.cli.common import FileLevelError, check_outputs, stderr, translate_errors
 from steerunc.cli.judge_common import (
     check_score,
@@ -71,6 +78,14 @@ def _score_names(score: str | None, scores: str | None) -> list[str]:
     help="Direction of the score [default: confident for *_confidence, else uncertain].",
 )
 @click.option("--bins", type=click.IntRange(min=1), default=10, show_default=True, help="Bins (histogram method).")
+@click.option(
+    "--guard/--no-guard",
+    default=True,
+    show_default=True,
+    help="With --scores: keep the combination only if cross-validation on these records shows it clearly "
+    "better than the first score alone (held-out log loss lower by more than one standard error); else use "
+    "the first score alone.",
+)
 @prior_option
 @click.option("--output", "-o", default="-", show_default=True, help="Calibrator JSON to write ('-': stdout).")
 @translate_errors
@@ -82,6 +97,7 @@ def calibrate(
     target: str,
     higher_means: str | None,
     bins: int,
+    guard: bool,
     prior_path: str | None,
     output: str,
 ) -> None:
@@ -119,6 +135,8 @@ def calibrate(
         notes.append(f"note: {scored_path} carries no scoring provenance (scored before steerunc recorded it, or by "
                      "another system): the calibrator cannot be checked against the settings of the records it meets")
     params: dict[str, Any] = {"n_bins": bins} if method == "histogram" else {}
+    if len(names) > 1:
+        params["guard"] = guard
     if method == "temperature":
         if names not in ([], ["logits"]):
             raise FileLevelError("--method temperature scales the option logits; drop --score")
@@ -170,11 +188,27 @@ def calibrate(
 
 
 def _coefficients(calibrator: Calibrator) -> str:
-    """For a combination: each score's weight, per standard deviation, higher = more sure."""
-    if calibrator.input_kind != "scores":
+    """For a combination: what the guard kept and why, and each score's weight per standard deviation."""
+    if not isinstance(calibrator, CombinedCalibrator):
         return ""
-    weights = ", ".join(f"{name} {w:+.3f}" for name, w in zip(getattr(calibrator, "scores"), getattr(calibrator, "coef_")))
-    return f"Weights per standard deviation of each score, oriented so that + means more sure: {weights}.\n"
+    weights = ", ".join(f"{name} {w:+.3f}" for name, w in zip(calibrator.scores, calibrator.coef_))
+    return (_guard_text(calibrator) +
+            f"Weights per standard deviation of each score, oriented so that + means more sure: {weights}.\n")
+
+
+def _guard_text(calibrator: CombinedCalibrator) -> str:
+    guard, first = calibrator.guard_, calibrator.scores[0]
+    if guard is None:
+        return "" if len(calibrator.scores) == 1 else "Guard off (--no-guard): the combination is used as fitted.\n"
+    if "reason" in guard:
+        return f"Guard: {first} alone is used, {guard['reason']}.\n"
+    figures = (f"held-out log loss {guard['cv_log_loss']['combination']:.4f} for the combination, "
+               f"{guard['cv_log_loss']['first score']:.4f} for {first} alone (difference {guard['difference']:+.4f}, "
+               f"standard error {guard['se']:.4f}; cross-validated on these records)")
+    if guard["kept"] == "combination":
+        return f"Guard: the combination is kept: {figures}.\n"
+    return (f"[bold]Guard: {first} alone is used[/]: the combination is not clearly better: {figures}. "
+            "--no-guard keeps it anyway.\n")
 
 
 @click.command("calibrate-prior")

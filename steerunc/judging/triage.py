@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from steerunc import __version__
 from steerunc.judging.calibration import Calibrator, calibrator_from_dict
