@@ -4,7 +4,8 @@ For one data set's scored files (calibration split, evaluated split; one pair pe
 
 * ``steering_adds``: the combined calibrator ``msp+mutual_info+mean_kl+flip_rate@logistic``
   (:class:`~steerunc.judging.calibration_combined.CombinedCalibrator`, what
-  ``steerunc calibrate --scores msp,mutual_info,mean_kl,flip_rate --method logistic`` fits)
+  ``steerunc calibrate --scores msp,mutual_info,mean_kl,flip_rate --method logistic`` fits, with
+  its guard; where the guard keeps msp alone, the unguarded combination's figures are kept beside)
   against calibrated ``msp`` alone (``--scores msp --method logistic``: Platt scaling), both
   fitted on the calibration split only and judged on the evaluated split against the same
   errors: AUROC and PRR of each, and the paired difference with a 95 % percentile bootstrap
@@ -59,13 +60,14 @@ def paired(metric: Metric, first: np.ndarray, second: np.ndarray, correct_first:
 
 
 def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str,
-                   out: str) -> tuple[Calibrator, np.ndarray, np.ndarray, list[Any]]:
+                   out: str, guard: bool = True) -> tuple[Calibrator, np.ndarray, np.ndarray, list[Any]]:
     """A logistic calibrator of ``scores`` fitted on the calibration file and saved to ``out``; its
     uncertainty -g(scores) on the evaluated file's labelled records, their correctness and ids.
     CalibrationError when the calibration split cannot be calibrated (no errors, or no correct)."""
     cal = read_scored(cal_path)
     records, correct, _ = cal.labelled(TARGETS[target])
-    calibrator = make_calibrator("logistic", scores[0], target=target, scores=scores)
+    calibrator = make_calibrator("logistic", scores[0], target=target, scores=scores,
+                                 **({"guard": guard} if len(scores) > 1 else {}))
     values = score_matrix(records, scores, cal_path)
     calibrator.fit(values if calibrator.input_kind == "scores" else values[:, 0], correct)
     calibrator.fitted_on_ = frozenset(record_keys(d for _, d in records))
@@ -104,12 +106,18 @@ def _one(cal_path: str, eval_path: str, target: str, out_dir: str, n_boot: int,
     result: dict[str, Any] = {
         "n": int(y.size), "errors": int(np.sum(y == 0)),
         "combined": {"label": combined.label, "weights": dict(zip(COMBINED, map(float, combined.coef_))),
-                     **_metrics(u_c, y, n_boot, seed)},
+                     "guard": getattr(combined, "guard_", None), **_metrics(u_c, y, n_boot, seed)},
         "msp": {"label": single.label, "slope": float(single.coef_), **_metrics(u_m, y, n_boot, seed),
                 "raw_auroc": error_auroc(_raw_msp(eval_path, target), y)},
     }
     for name, metric in METRICS.items():
         result[f"{name}_combined_minus_msp"] = paired(metric, u_c, u_m, y, y, n_boot, seed)
+    if getattr(combined, "kept", None) == "first score":  # what the combination would have done unguarded
+        free, u_f, _, _ = _fit_and_apply(cal_path, eval_path, list(COMBINED), target,
+                                         os.path.join(out_dir, f"cal-{target}-combined-unguarded.json"), guard=False)
+        result["unguarded"] = {"weights": dict(zip(COMBINED, map(float, free.coef_))), **_metrics(u_f, y, n_boot, seed),
+                               **{f"{name}_minus_msp": paired(metric, u_f, u_m, y, y, n_boot, seed)
+                                  for name, metric in METRICS.items()}}
     return result, (u_c, y, ids)
 
 
@@ -117,7 +125,10 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
                   seed: int = 0) -> dict[str, Any]:
     """For each method and target (base, fused): combined vs calibrated msp; for each control method,
     its combination vs the steering one (paired over the evaluated records)."""
-    out: dict[str, Any] = {"scores": list(COMBINED), "method": "logistic (L2, C=1, standardised scores)",
+    out: dict[str, Any] = {"scores": list(COMBINED),
+                           "method": "logistic (L2, C=1, standardised scores), guarded (the combination is kept only "
+                                     "where cross-validation on the calibration split shows it clearly better than "
+                                     "msp alone; else msp alone)",
                            "baseline": "msp@platt (steerunc calibrate --scores msp --method logistic)"}
     for target in ("base", "fused"):
         per: dict[str, Any] = {}

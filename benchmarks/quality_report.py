@@ -136,8 +136,9 @@ def adds_table(reports: list[dict[str, Any]], target: str) -> str:
     lines = [
         "| data set | scores from | n (errors) | AUROC: combined | msp | combined − msp [95% CI] | "
         "PRR: combined | msp | combined − msp [95% CI] | AUROC combined − steering's combined [95% CI] | "
-        "weights: msp, mutual_info, mean_kl, flip_rate | AUROC of raw msp |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | --- | --- | ---: |",
+        "weights: msp, mutual_info, mean_kl, flip_rate | AUROC of raw msp | guard: kept (CV log loss "
+        "difference ± se) | unguarded: AUROC combined − msp [95% CI] |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | --- | --- | ---: | --- | --- |",
     ]
     for report in reports:
         per = (report.get("steering_adds") or {}).get(target, {})
@@ -147,7 +148,7 @@ def adds_table(reports: list[dict[str, Any]], target: str) -> str:
             m = per[method]
             if "skipped" in m:
                 lines.append(f"| {report['dataset']} | {METHOD_NAMES[method]} | n/a | n/a: {m['skipped']} |"
-                             + " |" * 8)
+                             + " |" * 10)
                 continue
             vs = (m.get("combined_minus_steer") or {}).get("auroc") if method != "steer" else None
             weights = ", ".join(f"{w:+.2f}" for w in m["combined"]["weights"].values())
@@ -156,9 +157,21 @@ def adds_table(reports: list[dict[str, Any]], target: str) -> str:
                 f"{_num(m['combined']['auroc'])} | {_num(m['msp']['auroc'])} | "
                 f"{_paired(m['auroc_combined_minus_msp'])} | "
                 f"{_num(m['combined']['prr'])} | {_num(m['msp']['prr'])} | {_paired(m['prr_combined_minus_msp'])} | "
-                f"{'—' if method == 'steer' else _paired(vs)} | {weights} | {_num(m['msp'].get('raw_auroc'))} |"
+                f"{'—' if method == 'steer' else _paired(vs)} | {weights} | {_num(m['msp'].get('raw_auroc'))} | "
+                f"{_guard(m['combined'].get('guard'))} | "
+                f"{_paired((m.get('unguarded') or {}).get('auroc_minus_msp')) if 'unguarded' in m else '—'} |"
             )
     return "\n".join(lines)
+
+
+def _guard(guard: dict[str, Any] | None) -> str:
+    """What the combined calibrator's guard kept, and the cross-validated figures it decided on."""
+    if guard is None:
+        return "no guard"
+    kept = "combination" if guard["kept"] == "combination" else "msp alone"
+    if "difference" not in guard:
+        return f"{kept} ({guard.get('reason', '')})"
+    return f"{kept} ({guard['difference']:+.4f} ± {guard['se']:.4f})"
 
 
 def _temperature(t: float) -> str:
