@@ -24,6 +24,7 @@ Calibrated confidences are read from the records with :mod:`steerunc.judging.con
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -59,8 +60,8 @@ def paired(metric: Metric, first: np.ndarray, second: np.ndarray, correct_first:
     return {"difference": value, "ci": None if ci is None else list(ci)}
 
 
-def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str,
-                   out: str, guard: bool = True) -> tuple[Calibrator, np.ndarray, np.ndarray, list[Any]]:
+def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str, out: str, guard: bool = True,
+                   groups: dict[Any, str] | None = None) -> tuple[Calibrator, np.ndarray, np.ndarray, list[Any]]:
     """A logistic calibrator of ``scores`` fitted on the calibration file and saved to ``out``; its
     uncertainty -g(scores) on the evaluated file's labelled records, their correctness and ids.
     CalibrationError when the calibration split cannot be calibrated (no errors, or no correct)."""
@@ -69,12 +70,25 @@ def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str
     calibrator = make_calibrator("logistic", scores[0], target=target, scores=scores,
                                  **({"guard": guard} if len(scores) > 1 else {}))
     values = score_matrix(records, scores, cal_path)
-    calibrator.fit(values if calibrator.input_kind == "scores" else values[:, 0], correct)
+    if calibrator.input_kind == "scores" and groups:  # as `steerunc calibrate` reads a record's 'group'
+        calibrator.fit(values, correct, groups=[groups.get(d.get("id"), f"id {d.get('id')}") for _, d in records])
+    else:
+        calibrator.fit(values if calibrator.input_kind == "scores" else values[:, 0], correct)
     calibrator.fitted_on_ = frozenset(record_keys(d for _, d in records))
     save_calibrator(calibrator, out, source=os.path.basename(cal_path))
     evaluated, ok, _ = read_scored(eval_path).labelled(TARGETS[target])
     confidence = calibrated_confidence(calibrator, evaluated, eval_path)
     return calibrator, -confidence, ok, [d.get("id") for _, d in evaluated]
+
+
+def _groups(records_path: str | None) -> dict[Any, str] | None:
+    """id -> 'group' of the calibration records (GlobalOpinionQA: the question), or None when none has one."""
+    if not records_path or not os.path.exists(records_path):
+        return None
+    with open(records_path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    found = {row.get("id"): str(row["group"]) for row in rows if "group" in row}
+    return found or None
 
 
 def _metrics(u: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
@@ -91,12 +105,12 @@ def _raw_msp(eval_path: str, target: str) -> np.ndarray:
     return score_matrix(records, ["msp"], eval_path)[:, 0]
 
 
-def _one(cal_path: str, eval_path: str, target: str, out_dir: str, n_boot: int,
-         seed: int) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, list[Any]] | None]:
+def _one(cal_path: str, eval_path: str, target: str, out_dir: str, n_boot: int, seed: int,
+         groups: dict[Any, str] | None = None) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, list[Any]] | None]:
     """Combined vs calibrated msp for one method's files and one target."""
     try:
         combined, u_c, y, ids = _fit_and_apply(cal_path, eval_path, list(COMBINED), target,
-                                               os.path.join(out_dir, f"cal-{target}-combined.json"))
+                                               os.path.join(out_dir, f"cal-{target}-combined.json"), groups=groups)
         single, u_m, y_m, ids_m = _fit_and_apply(cal_path, eval_path, ["msp"], target,
                                                  os.path.join(out_dir, f"cal-{target}-msp-logistic.json"))
     except CalibrationError as exc:
@@ -136,7 +150,8 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
         for method in methods:
             folder = os.path.join(work, method)
             os.makedirs(folder, exist_ok=True)
-            per[method], arrays = _one(files[f"{method}_cal"], files[f"{method}_eval"], target, folder, n_boot, seed)
+            per[method], arrays = _one(files[f"{method}_cal"], files[f"{method}_eval"], target, folder, n_boot, seed,
+                                       groups=_groups(files.get("records_cal")))
             if arrays is not None:
                 kept[method] = arrays
         for method in methods:

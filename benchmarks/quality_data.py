@@ -289,6 +289,7 @@ def _goqa(data: str, seed: int, k: int) -> Task:
         by_question.setdefault(r["question"], []).append(r)
     questions = _shuffled(sorted(by_question), seed)
     cut1, cut2 = int(0.4 * len(questions)), int(0.6 * len(questions))
+    position = {q: i for i, q in enumerate(questions)}  # a record's 'group': one question, asked of every country
 
     def records(qs: list[str]) -> list[Item]:
         out = []
@@ -297,7 +298,7 @@ def _goqa(data: str, seed: int, k: int) -> Task:
                 letters = list(_LETTERS[: len(r["options"])])
                 gold = [float(x) for x in r["gold_distribution"]]
                 total = sum(gold) or 1.0
-                out.append({"id": f"goqa-{r['id']}", "options": letters,
+                out.append({"id": f"goqa-{r['id']}", "options": letters, "group": f"q{position[q]}",
                             "text": GOQA_TEMPLATE.format(country=r["attribute"], question=r["question"].strip()),
                             "label": letters[max(range(len(gold)), key=gold.__getitem__)],
                             "human_probs": {a: g / total for a, g in zip(letters, gold)}})

@@ -42,6 +42,9 @@ class Record:
     #: read through the model's chat template (user turn = ``text``; steerunc/scoring/prompting.py);
     #: None: as the run says (``--chat``), else no
     chat: bool | None = None
+    #: records sharing a group (e.g. one question asked about several countries) are not independent:
+    #: the combined calibrator's guard keeps each group in one cross-validation fold
+    group: str | None = None
 
     @property
     def mode(self) -> str:
@@ -67,6 +70,7 @@ class ScoredRecord:
     weights: dict[str, float] = field(default_factory=dict)
     label: str | None = None
     human_probs: dict[str, float] | None = None
+    group: str | None = None
     tokens: list[dict[str, Any]] | None = None
     score_aggregates: dict[str, dict[str, float]] | None = None
     truncated: int = 0
@@ -106,6 +110,8 @@ class ScoredRecord:
             out.update(label=self.label, correct=self.correct, base_correct=self.base_correct)
         if self.human_probs is not None:
             out["human_probs"] = self.human_probs
+        if self.group is not None:
+            out["group"] = self.group
         if self.tokens is not None:
             out["tokens"] = self.tokens
             out["score_aggregates"] = self.score_aggregates
@@ -285,7 +291,12 @@ def record_from_json(
     if human is not None:
         human = _human_probs(human, options, line)
     chat = chat_flag(data, line)
+    group = data.get("group")
+    if group is not None:
+        if isinstance(group, bool) or not isinstance(group, (str, int)) or group == "":
+            raise InputError(f"'group' must be a non-empty string (or an integer), got {_short(group, 40)}", line=line)
+        group = str(group)
     return Record(
         text=text, id=rid, options=options, label=label, continuation=continuation,
-        human_probs=human, line=line, chat=chat,
+        human_probs=human, line=line, chat=chat, group=group,
     )

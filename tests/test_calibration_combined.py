@@ -155,6 +155,31 @@ def test_the_guard_keeps_msp_alone_when_the_other_scores_are_noise_and_the_combi
     assert kept >= 9, kept
 
 
+def test_groups_stay_in_one_fold_and_their_standard_error_counts_groups_not_records() -> None:
+    """Four copies of every record (one question asked about four countries): grouped, the guard's
+    folds never split a question, and its standard error is about that of the records without copies;
+    ungrouped, the copies halve it, as if there were four times the evidence."""
+    rng = np.random.default_rng(10)
+    s, ok = _noise_scores(300, rng)
+    names = ["msp", "mutual_info", "mean_kl", "flip_rate"]
+    once = CombinedCalibrator(names).fit(s, ok).guard_
+    copies, ok4, groups = np.repeat(s, 4, axis=0), np.repeat(ok, 4), np.repeat([f"q{i}" for i in range(300)], 4)
+    grouped = CombinedCalibrator(names).fit(copies, ok4, groups=list(groups)).guard_
+    ungrouped = CombinedCalibrator(names).fit(copies, ok4).guard_
+    assert grouped["groups"] == 300 and "each of the 300 groups kept in one fold" in grouped["rule"]
+    assert 0.7 < grouped["se"] / once["se"] < 1.4, (grouped["se"], once["se"])
+    assert 0.35 < ungrouped["se"] / once["se"] < 0.65, (ungrouped["se"], once["se"])
+    codes = np.unique(groups, return_inverse=True)[1]
+    folds = list(CombinedCalibrator._folds(copies, ok4, codes))
+    assert len(folds) == 25
+    for train, test in folds:
+        assert not set(codes[train]) & set(codes[test])
+    few = CombinedCalibrator(names).fit(copies[:32], ok4[:32], groups=list(groups[:32]))
+    assert few.kept == "first score" and "too few groups to cross-validate: 8" in few.guard_["reason"]
+    with pytest.raises(ValueError, match="groups has 3 values"):
+        CombinedCalibrator(names).fit(s, ok, groups=["a", "b", "c"])
+
+
 def test_the_guard_keeps_msp_when_there_are_too_few_errors_to_cross_validate_and_can_be_turned_off() -> None:
     rng = np.random.default_rng(9)
     s = rng.uniform(size=(60, 2))
@@ -243,6 +268,11 @@ def test_calibrate_scores_evaluate_and_triage(tmp_path: Path) -> None:
     dropped = run("calibrate", write_jsonl(tmp_path / "noise.jsonl", noise), "--scores", "msp,mean_kl")
     assert dropped.exit_code == 0 and "Guard: msp alone is used" in dropped.stderr, dropped.stderr
     assert json.loads(dropped.stdout)["state"]["coef"][1] == 0.0
+    for i, record in enumerate(noise):  # 'group' on the records: each group stays in one fold
+        if i % 2 == 0:
+            record["group"] = f"q{i // 4}"
+    grouped = run("calibrate", write_jsonl(tmp_path / "grouped.jsonl", noise), "--scores", "msp,mean_kl")
+    assert grouped.exit_code == 0 and json.loads(grouped.stdout)["state"]["guard"]["groups"] == 150
     mono = run("calibrate", cal, "--scores", scores, "-m", "monotone", "-o", tmp_path / "mono.json")
     assert mono.exit_code == 0, mono.stderr
     assert all(w >= 0 for w in json.loads((tmp_path / "mono.json").read_text())["state"]["coef"])

@@ -76,6 +76,8 @@ CORPUS: list[tuple[str, bytes, bool | None]] = [
     ("label", _rec(options=["Yes", "No"], label="No"), True),
     ("integer-label", _rec(options=["1", "2"], label=2), True),
     ("human-probs", _rec(options=["Yes", "No"], human_probs={"Yes": 0.25, "No": 0.75}), True),
+    ("group", _rec(options=["Yes", "No"], group="question 7"), True),
+    ("integer-group", _rec(options=["Yes", "No"], group=7), True),
     ("integer-id", json.dumps({"id": 12, "text": "Answer:", "options": ["Yes", "No"]}).encode(), True),
     ("no-id", json.dumps({"text": "Answer:", "options": ["Yes", "No"]}).encode(), True),
     ("unused-nan", b'{"id": "x", "text": "Answer:", "x": NaN, "y": -Infinity}', True),
@@ -119,6 +121,9 @@ CORPUS: list[tuple[str, bytes, bool | None]] = [
     ("surrogate-key", b'{"id": "x", "\\udfff": 1, "text": "a"}', False),
     ("surrogate-label", b'{"id": "x", "text": "a", "options": ["Yes", "No"], "label": "\\ud800"}', False),
     ("human-string", _rec(options=["Yes", "No"], human_probs={"Yes": "abc"}), False),
+    ("group-list", _rec(options=["Yes", "No"], group=["a"]), False),
+    ("group-empty", _rec(options=["Yes", "No"], group=""), False),
+    ("group-true", _rec(options=["Yes", "No"], group=True), False),
     ("human-null", _rec(options=["Yes", "No"], human_probs={"Yes": None}), False),
     ("human-list", _rec(options=["Yes", "No"], human_probs={"Yes": [1]}), False),
     ("human-infinity", _rec(options=["Yes", "No"], human_probs={"Yes": math.inf}), False),
@@ -176,6 +181,8 @@ def test_a_fixed_corpus_of_every_category_among_valid_lines(setup: dict[str, Any
     wrong = [(name, record) for (name, scored), record in zip(expected, out) if scored != ("scores" in record)]
     assert not wrong, wrong
     assert all("scores" in r for r in out if str(r.get("id", "")).startswith("ok"))
+    groups = [r.get("group") for (name, _), r in zip(expected, out) if name in ("group", "integer-group")]
+    assert groups == ["question 7", "7"]  # carried into the scored record, as a string
 
 
 _SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])

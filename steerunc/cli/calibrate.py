@@ -84,7 +84,7 @@ def _score_names(score: str | None, scores: str | None) -> list[str]:
     show_default=True,
     help="With --scores: keep the combination only if cross-validation on these records shows it clearly "
     "better than the first score alone (held-out log loss lower by more than one standard error); else use "
-    "the first score alone.",
+    "the first score alone. Records with the same 'group' stay in one fold.",
 )
 @prior_option
 @click.option("--output", "-o", default="-", show_default=True, help="Calibrator JSON to write ('-': stdout).")
@@ -163,7 +163,8 @@ def calibrate(
             values = score_matrix(records, names, scored_path)
         else:
             values = np.array([score_of(d, names[0], scored_path, ln) for ln, d in records], dtype=np.float64)
-        fit(calibrator, values, correct, scored_path)
+        groups = record_groups(records) if isinstance(calibrator, CombinedCalibrator) else None
+        fit(calibrator, values, correct, scored_path, groups=groups)
         calibrator.fitted_on_ = frozenset(record_keys(d for _, d in records))
         confidence = calibrator.predict(values)
     calibrator.scoring_ = scoring
@@ -187,6 +188,13 @@ def calibrate(
     print_notes(notes + ([warning] if warning else []))
 
 
+def record_groups(records: list[tuple[int, dict[str, Any]]]) -> list[str] | None:
+    """Each record's 'group' (a record without one is a group of its own); None when none has one."""
+    if not any("group" in d for _, d in records):
+        return None
+    return [f"group {d['group']}" if "group" in d else f"line {ln}" for ln, d in records]
+
+
 def _coefficients(calibrator: Calibrator) -> str:
     """For a combination: what the guard kept and why, and each score's weight per standard deviation."""
     if not isinstance(calibrator, CombinedCalibrator):
@@ -202,9 +210,10 @@ def _guard_text(calibrator: CombinedCalibrator) -> str:
         return "" if len(calibrator.scores) == 1 else "Guard off (--no-guard): the combination is used as fitted.\n"
     if "reason" in guard:
         return f"Guard: {first} alone is used, {guard['reason']}.\n"
+    grouped = f", each of the {guard['groups']} groups ('group') in one fold" if "groups" in guard else ""
     figures = (f"held-out log loss {guard['cv_log_loss']['combination']:.4f} for the combination, "
                f"{guard['cv_log_loss']['first score']:.4f} for {first} alone (difference {guard['difference']:+.4f}, "
-               f"standard error {guard['se']:.4f}; cross-validated on these records)")
+               f"standard error {guard['se']:.4f}; cross-validated on these records{grouped})")
     if guard["kept"] == "combination":
         return f"Guard: the combination is kept: {figures}.\n"
     return (f"[bold]Guard: {first} alone is used[/]: the combination is not clearly better: {figures}. "

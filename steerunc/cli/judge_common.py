@@ -53,10 +53,14 @@ def check_score(scored: ScoredFile, records: list[tuple[int, dict[str, Any]]], s
         raise FileLevelError(f"{scored.path}:{line}: no score '{score}' {what} (this record offers: {have})")
 
 
-def fit(calibrator: Calibrator, x: Any, y: Any, path: str) -> None:
-    """Fit, naming the file when the data cannot be calibrated (e.g. no errors to learn from)."""
+def fit(calibrator: Calibrator, x: Any, y: Any, path: str, groups: list[str] | None = None) -> None:
+    """Fit, naming the file when the data cannot be calibrated (e.g. no errors to learn from);
+    ``groups`` go to a combined calibrator's guard."""
     try:
-        calibrator.fit(x, y)
+        if groups is not None:
+            calibrator.fit(x, y, groups=groups)  # type: ignore[call-arg]
+        else:
+            calibrator.fit(x, y)
     except CalibrationError as exc:
         raise InputError(str(exc), path=path) from exc
 

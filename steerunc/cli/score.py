@@ -209,7 +209,7 @@ def score(
 ) -> None:
     """Score INPUT (JSONL, CSV or Parquet; - for stdin): one output line per input line or row, in order.
 
-    Input lines: {"id", "text", "options"?, "label"?, "continuation"?, "human_probs"?, "chat"?};
+    Input lines: {"id", "text", "options"?, "label"?, "continuation"?, "human_probs"?, "chat"?, "group"?};
     a CSV or Parquet file has those columns, or others named by --text-col,
     --label-col and --id-col. Output lines: the fused prediction and
     probabilities, the base ones, the scores (msp, entropy, mutual_info, mean_kl,
@@ -217,7 +217,10 @@ def score(
     {"id"?, "line", "error"} for a bad line or row ('line': the physical line it
     starts on, the CSV header being line 1; a Parquet row's number). Blank lines
     are skipped. At the end a summary goes to stderr. Exits 1 if any line failed
-    (with --resume, also lines that failed in the earlier run).
+    (with --resume, also lines that failed in the earlier run). 'group' (a
+    string) is carried into the output: records sharing one are not
+    independent, and `calibrate --scores` keeps each group in one
+    cross-validation fold.
     """
     from steerunc.integrations.frames import read_input
 

@@ -29,7 +29,10 @@ per-record differences (the one-standard-error rule: prefer the simpler model
 unless the richer one is clearly better); otherwise the other weights are 0
 and the calibrator is the first score's logistic map. With fewer than 5
 correct or 5 incorrect records there is nothing to cross-validate, and the
-first score is kept. What was decided, and the figures, are saved in
+first score is kept. Records that are not independent (one question asked
+about several countries) can be given ``groups``: each group then stays in
+one fold (scikit-learn's ``StratifiedGroupKFold``), and the standard error is
+computed over groups. What was decided, and the figures, are saved in
 ``state.guard``. The rule was fixed before it was run on any evaluated split.
 
 Everything is stored as plain numbers (the standardisation, w and b), never
@@ -180,11 +183,15 @@ class CombinedCalibrator(Calibrator):
         x = self._matrix(scores) * self.signs_
         return (x - self.mean_) / self.scale_
 
-    def fit(self, score: ArrayLike, correct: ArrayLike) -> Self:
-        """Fit w and b on an (n, k) score matrix and 0/1 correctness; returns self."""
+    def fit(self, score: ArrayLike, correct: ArrayLike, groups: Sequence[Any] | None = None) -> Self:
+        """Fit w and b on an (n, k) score matrix and 0/1 correctness; returns self. ``groups`` (one
+        hashable per record, optional): records sharing a value are not independent (one question
+        asked about several countries), and the guard's cross-validation keeps each group in one fold."""
         self.orientation_ = self._validate_params()
         x = self._matrix(score)
         y = self._correct(correct, x.shape[0])
+        if groups is not None and len(groups) != y.size:
+            raise ValueError(f"groups has {len(groups)} values but score has {y.size} rows")
         self.orientations_ = [orientation_of(name) for name in self.scores]
         self.signs_ = np.array([-1.0 if o == "uncertain" else 1.0 for o in self.orientations_])
         oriented = x * self.signs_
@@ -193,7 +200,7 @@ class CombinedCalibrator(Calibrator):
         self.scale_ = np.where(std > 0, std, 1.0)
         z = (oriented - self.mean_) / self.scale_
         k = len(self.scores)
-        self.guard_ = self._run_guard(oriented, y) if self.guard and k > 1 else None
+        self.guard_ = self._run_guard(oriented, y, groups) if self.guard and k > 1 else None
         columns = 1 if self.guard_ is not None and self.guard_["kept"] == "first score" else k
         coef, self.intercept_ = self._fit_z(z[:, :columns], y)
         self.coef_ = np.r_[coef, np.zeros(k - columns)]
@@ -208,21 +215,26 @@ class CombinedCalibrator(Calibrator):
         """(w, b) on standardised oriented scores, by the free or the monotone fit."""
         return self._fit_monotone(z, y) if self.monotone else self._fit_logistic(z, y)
 
-    def _run_guard(self, oriented: Array, y: Array) -> dict[str, Any]:
+    def _run_guard(self, oriented: Array, y: Array, groups: Sequence[Any] | None) -> dict[str, Any]:
         """Cross-validate the combination against the first score alone (see the module docstring)."""
         n_ok = int(y.sum())
+        unit = "records"
+        if groups is not None:
+            codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
+            n_groups = int(codes.max()) + 1
+            unit = f"records, each of the {n_groups} groups kept in one fold"
         rule = (f"{GUARD_FOLDS}-fold stratified cross-validation x {GUARD_REPEATS} (seed {GUARD_SEED}) on the "
-                "calibration records; the combination is kept if its held-out log loss is lower than the first "
+                f"calibration {unit}; the combination is kept if its held-out log loss is lower than the first "
                 "score's by more than one standard error")
         if min(n_ok, y.size - n_ok) < GUARD_FOLDS:
             return {"kept": "first score", "rule": rule,
                     "reason": f"too few records to cross-validate: {n_ok} correct and {y.size - n_ok} incorrect "
                               f"(needs {GUARD_FOLDS} of each)"}
-        from sklearn.model_selection import RepeatedStratifiedKFold
-
-        folds = RepeatedStratifiedKFold(n_splits=GUARD_FOLDS, n_repeats=GUARD_REPEATS, random_state=GUARD_SEED)
+        if groups is not None and n_groups < 2 * GUARD_FOLDS:
+            return {"kept": "first score", "rule": rule,
+                    "reason": f"too few groups to cross-validate: {n_groups} (needs {2 * GUARD_FOLDS})"}
         loss = np.zeros((2, y.size))
-        for train, test in folds.split(oriented, y):
+        for train, test in self._folds(oriented, y, None if groups is None else codes):
             mean, std = oriented[train].mean(axis=0), oriented[train].std(axis=0)
             z_train = (oriented[train] - mean) / np.where(std > 0, std, 1.0)
             z_test = (oriented[test] - mean) / np.where(std > 0, std, 1.0)
@@ -232,14 +244,34 @@ class CombinedCalibrator(Calibrator):
                 loss[row, test] += -(y[test] * np.log(p) + (1 - y[test]) * np.log1p(-p)) / GUARD_REPEATS
         difference = loss[0] - loss[1]
         mean_difference = float(difference.mean())
-        se = float(difference.std(ddof=1) / np.sqrt(y.size))
+        if groups is None:
+            se = float(difference.std(ddof=1) / np.sqrt(y.size))
+        else:  # cluster-robust: the records of one group move together
+            totals = np.bincount(codes, weights=difference - mean_difference)
+            se = float(np.sqrt(n_groups / (n_groups - 1) * np.sum(totals ** 2)) / y.size)
         return {
             "kept": "combination" if mean_difference + se < 0 else "first score",
             "rule": rule,
             "cv_log_loss": {"combination": float(loss[0].mean()), "first score": float(loss[1].mean())},
             "difference": mean_difference,
             "se": se,
+            **({} if groups is None else {"groups": n_groups}),
         }
+
+    @staticmethod
+    def _folds(oriented: Array, y: Array, codes: Any) -> Any:
+        """The guard's (train, test) index pairs: stratified folds, repeated; whole groups with ``codes``."""
+        if codes is None:
+            from sklearn.model_selection import RepeatedStratifiedKFold
+
+            yield from RepeatedStratifiedKFold(
+                n_splits=GUARD_FOLDS, n_repeats=GUARD_REPEATS, random_state=GUARD_SEED).split(oriented, y)
+            return
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        for repeat in range(GUARD_REPEATS):
+            folds = StratifiedGroupKFold(n_splits=GUARD_FOLDS, shuffle=True, random_state=GUARD_SEED + repeat)
+            yield from folds.split(oriented, y, codes)
 
     def _fit_logistic(self, z: Array, y: Array) -> tuple[Array, float]:
         return _newton(z, y, float(self.C))

@@ -106,7 +106,7 @@ class Readout(ABC):
         """A scored record carrying the item's own fields and the scorer's provenance."""
         record = item.record
         return ScoredRecord(
-            id=record.id, mode=self.mode, label=record.label, human_probs=record.human_probs,
+            id=record.id, mode=self.mode, label=record.label, human_probs=record.human_probs, group=record.group,
             truncated=item.truncated, line=record.line, provenance=dict(self.context.provenance), **fields,
         )
 
