@@ -144,6 +144,7 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
                                      "where cross-validation on the calibration split shows it clearly better than "
                                      "msp alone; else msp alone)",
                            "baseline": "msp@platt (steerunc calibrate --scores msp --method logistic)"}
+    groups = _groups(files.get("records_cal"))  # the same calibration records for every method and target
     for target in ("base", "fused"):
         per: dict[str, Any] = {}
         kept: dict[str, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
@@ -151,7 +152,7 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
             folder = os.path.join(work, method)
             os.makedirs(folder, exist_ok=True)
             per[method], arrays = _one(files[f"{method}_cal"], files[f"{method}_eval"], target, folder, n_boot, seed,
-                                       groups=_groups(files.get("records_cal")))
+                                       groups=groups)
             if arrays is not None:
                 kept[method] = arrays
         for method in methods:

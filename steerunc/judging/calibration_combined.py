@@ -81,6 +81,12 @@ def combination_objective(w: Array, z: Array, y: Array, c: float) -> tuple[float
     return loss, grad
 
 
+def _location_scale(x: Array) -> tuple[Array, Array]:
+    """Per column: the mean, and the standard deviation (1 where a column is constant)."""
+    std = x.std(axis=0)
+    return x.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
 def _newton(z: Array, y: Array, c: float) -> tuple[Array, float]:
     """(w, b) minimising :func:`combination_objective` by Newton's method with step halving: the
     optimum scikit-learn's LogisticRegression finds, in a fraction of its time (the guard fits 50)."""
@@ -195,9 +201,7 @@ class CombinedCalibrator(Calibrator):
         self.orientations_ = [orientation_of(name) for name in self.scores]
         self.signs_ = np.array([-1.0 if o == "uncertain" else 1.0 for o in self.orientations_])
         oriented = x * self.signs_
-        self.mean_ = oriented.mean(axis=0)
-        std = oriented.std(axis=0)
-        self.scale_ = np.where(std > 0, std, 1.0)
+        self.mean_, self.scale_ = _location_scale(oriented)
         z = (oriented - self.mean_) / self.scale_
         k = len(self.scores)
         self.guard_ = self._run_guard(oriented, y, groups) if self.guard and k > 1 else None
@@ -235,9 +239,8 @@ class CombinedCalibrator(Calibrator):
                     "reason": f"too few groups to cross-validate: {n_groups} (needs {2 * GUARD_FOLDS})"}
         loss = np.zeros((2, y.size))
         for train, test in self._folds(oriented, y, None if groups is None else codes):
-            mean, std = oriented[train].mean(axis=0), oriented[train].std(axis=0)
-            z_train = (oriented[train] - mean) / np.where(std > 0, std, 1.0)
-            z_test = (oriented[test] - mean) / np.where(std > 0, std, 1.0)
+            mean, scale = _location_scale(oriented[train])
+            z_train, z_test = (oriented[train] - mean) / scale, (oriented[test] - mean) / scale
             for row, columns in enumerate((oriented.shape[1], 1)):
                 w, b = self._fit_z(z_train[:, :columns], y[train])
                 p = np.clip(_sigmoid(z_test[:, :columns] @ w + b), 1e-12, 1 - 1e-12)
