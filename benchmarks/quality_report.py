@@ -246,9 +246,9 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
         return mean([mean([r["auroc"][s] for s in STEER_SCORES]) for r in rs])
 
     out = ["| layer | coeff | centred | mean of the four | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
-           + " | AUROC msp | fused acc. - base acc. | "
+           + " | AUROC msp | fused acc. - base acc. | JS fused - JS base | Spearman(mutual_info, msp) | "
            + " | ".join(f"MI AUROC {d}" for d in sweep["datasets"]) + " |",
-           "| ---: | ---: | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: | "
+           "| ---: | ---: | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: | ---: | ---: | "
            + " | ".join("---:" for _ in sweep["datasets"]) + " |"]
     for (layer, coeff, center), rs in sorted(grouped.items()):
         per = {r["dataset"]: r["auroc"]["mutual_info"] for r in rs}
@@ -257,6 +257,9 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
             + " | ".join(_num(mean([r["auroc"][s] for r in rs])) for s in STEER_SCORES)
             + f" | {_num(mean([r['auroc']['msp'] for r in rs]))} | "
             + f"{_num(mean([r['fused_accuracy'] - r['base_accuracy'] for r in rs]))} | "
+            + f"{_num(mean([r['js_fused'] - r['js_base'] for r in rs if r['js_base'] is not None]))} | "
+            # sweeps before 2026-11-26 did not record it
+            + f"{_num(mean([r.get('spearman_with_msp', {}).get('mutual_info') for r in rs]))} | "
             + " | ".join(_num(per.get(d)) for d in sweep["datasets"]) + " |"
         )
     best = max(grouped, key=lambda key: overall(grouped[key]) or 0)

@@ -51,6 +51,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alphas", default="0,0.2,0.5")
     parser.add_argument("--ks", default="2,4,6")
     parser.add_argument("--centers", default="0,1", help="steer with raw (0) and/or centred (1) vectors")
+    parser.add_argument("--per-perspective", type=int, default=50,
+                        help="annotated examples per perspective the vectors are built from (<= 50, the benchmark's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data-dir", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data")))
@@ -66,6 +68,10 @@ def _auroc(uncertainty: np.ndarray, correct: np.ndarray) -> float | None:
     from steerunc.judging.metrics import error_auroc
 
     return error_auroc(uncertainty, correct)
+
+
+def _rho(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
 
 
 def _views(results: list[Any]) -> tuple[list[np.ndarray], list[Any]]:
@@ -102,8 +108,15 @@ def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: floa
             js_base.append(float(js_distance([fused.logp[0].exp().tolist()], [human])[0]))
             js_fused.append(float(js_distance([fused.fused_logp.exp().tolist()], [human])[0]))
     correct = np.array(base_ok, dtype=float)
+    from scipy.stats import spearmanr
+
+    msp = np.array(scores["msp"])
     return {
         "auroc": {name: _auroc(np.array(v), correct) for name, v in scores.items()},
+        # how much of a steering score is the base confidence again (the "fixed shift" worry)
+        "spearman_with_msp": {name: _rho(spearmanr(np.array(v), msp)[0]) for name, v in scores.items()
+                              if name not in ("msp", "entropy")},
+        "mean": {name: float(np.mean(v)) for name, v in scores.items()},
         "base_accuracy": float(np.mean(base_ok)), "fused_accuracy": float(np.mean(fused_ok)),
         "js_base": float(np.mean(js_base)) if js_base else None,
         "js_fused": float(np.mean(js_fused)) if js_fused else None,
@@ -115,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     from steerunc.scoring.model import load_model
     from steerunc.scoring.scorer import ScoreConfig, Scorer
 
-    from quality_scoring import build_perspective_vectors, read_records
+    from quality_scoring import read_records
+    from steerunc.scoring.annotations import read_pairs_or_annotations
+    from steerunc.scoring.vectors import build_vectors_by_layer
 
     started = time.perf_counter()
     model = load_model(args.model, device="cpu")
@@ -128,8 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     work = os.path.join(os.path.dirname(args.out), "sweep")
     os.makedirs(work, exist_ok=True)
+    report: dict[str, Any] = {
+        "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
+        "ks": ks, "centers": centers, "n_dev": args.n_dev, "per_perspective": args.per_perspective,
+        "datasets": args.datasets, "split": "first n_dev records of each calibration split (never evaluated)",
+        "complete": False, "vector_seconds": {}, "rows": rows,
+    }
     for dataset in args.datasets:
-        task = load_task(dataset, args.data_dir, 0, args.n_dev, args.k, args.seed)
+        task = load_task(dataset, args.data_dir, 0, args.n_dev, args.k, args.seed, args.per_perspective)
         notes = os.path.join(work, f"{dataset}-annotations.jsonl")
         dev = os.path.join(work, f"{dataset}-dev.jsonl")
         with open(notes, "w") as handle:
@@ -138,10 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             handle.writelines(json.dumps(r) + "\n" for r in by_length(task.cal))
         records = read_records(dev)
         k_max = len(task.perspectives)
+        tick = time.perf_counter()
+        pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
+        by_layer = build_vectors_by_layer(model, pairs, layers)  # one pass to the deepest layer
+        report["vector_seconds"][dataset] = time.perf_counter() - tick
+        print(f"[sweep] {dataset}: vectors at layers {layers} built in {report['vector_seconds'][dataset]:.0f}s",
+              file=sys.stderr, flush=True)
         for layer in layers:
-            tick = time.perf_counter()
-            vectors = build_perspective_vectors(model, notes, layer, os.path.join(work, f"{dataset}-L{layer}.safetensors"))
-            built = time.perf_counter() - tick
+            vectors = by_layer[layer]
+            vectors.save(os.path.join(work, f"{dataset}-L{layer}.safetensors"))
             for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()
                 config = ScoreConfig(coeff=coeff, center=center, batch_size=args.batch_size)
@@ -152,23 +179,25 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     # K < k_max keeps the first k views: centred, they were centred on all k_max
                     row = {"dataset": dataset, "layer": layer, "coeff": coeff, "center": center, "tau": tau,
-                           "alpha": alpha, "k": k, "n_dev": len(kept), **_evaluate(z_list, kept, tau, alpha, k)}
+                           "alpha": alpha, "k": k, "n_dev": len(kept), "score_seconds": seconds,
+                           **_evaluate(z_list, kept, tau, alpha, k)}
                     rows.append(row)
                 print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
-                      f"{seconds:.0f}s (vectors {built:.0f}s); MI AUROC at tau 0.4: "
-                      f"{_evaluate(z_list, kept, 0.4, 0.2, k_max)['auroc']['mutual_info']}", file=sys.stderr)
-    report = {
-        "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
-        "ks": ks, "centers": centers, "n_dev": args.n_dev, "datasets": args.datasets, "seconds": time.perf_counter() - started,
-        "split": "first n_dev records of each calibration split (never evaluated)", "rows": rows,
-    }
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=1)
-        handle.write("\n")
+                      f"{seconds:.0f}s; MI AUROC at tau 0.4: "
+                      f"{_evaluate(z_list, kept, 0.4, 0.2, k_max)['auroc']['mutual_info']}", file=sys.stderr, flush=True)
+                _write(args.out, report, started)  # after each setting: a stopped sweep keeps what it measured
+    report["complete"] = True
+    _write(args.out, report, started)
     print(f"[sweep] wrote {args.out} ({len(rows)} rows) in {report['seconds']:.0f}s", file=sys.stderr)
     return 0
 
+
+def _write(path: str, report: dict[str, Any], started: float) -> None:
+    report["seconds"] = time.perf_counter() - started
+    with open(path + ".part", "w") as handle:
+        json.dump(report, handle, indent=1)
+        handle.write("\n")
+    os.replace(path + ".part", path)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "build_vectors": "steerunc.scoring.vectors",
     "load_vectors": "steerunc.scoring.vectors",
     "default_vectors": "steerunc.scoring.vectors_default",
-    "read_pairs": "steerunc.scoring.vectors",
+    "read_pairs": "steerunc.scoring.pairs",
     "Scorer": "steerunc.scoring.scorer",
     "ScoreConfig": "steerunc.scoring.scorer",
     # shared

@@ -27,12 +27,27 @@ def test_vector_is_the_mean_activation_difference(tiny: Any) -> None:
     from steerunc.scoring.vectors import _last_token_acts
 
     built = build_vectors(tiny, PAIRS, layer=1)
-    pos, _, _ = _last_token_acts(tiny, [p.positive for p in PAIRS[:2]], 1, batch_size=1)
-    neg, _, _ = _last_token_acts(tiny, [p.negative for p in PAIRS[:2]], 1, batch_size=1)
+    pos, _, _ = _last_token_acts(tiny, [p.positive for p in PAIRS[:2]], [1], batch_size=1)[1]
+    neg, _, _ = _last_token_acts(tiny, [p.negative for p in PAIRS[:2]], [1], batch_size=1)[1]
     assert built.names == ["kind", "harsh"]
     assert built.n_pairs == [2, 1]
     assert torch.allclose(built.vectors[0], (pos - neg).mean(0), atol=1e-5)
     assert built.resid_norm > 0
+
+
+def test_several_layers_from_one_pass_equal_one_layer_at_a_time(tiny: Any) -> None:
+    from steerunc.scoring.vectors import build_vectors_by_layer
+
+    several = build_vectors_by_layer(tiny, PAIRS, [2, 0, 1], batch_size=2)
+    assert list(several) == [2, 0, 1]
+    for layer, built in several.items():
+        alone = build_vectors(tiny, PAIRS, layer=layer)
+        assert built.layer == layer and built.names == alone.names and built.n_pairs == alone.n_pairs
+        assert torch.allclose(built.vectors, alone.vectors, atol=1e-5)
+        assert built.resid_norm == pytest.approx(alone.resid_norm, rel=1e-6)
+    assert not torch.allclose(several[0].vectors, several[2].vectors)
+    with pytest.raises(VectorsError, match="out of range"):
+        build_vectors_by_layer(tiny, PAIRS, [1, tiny.n_layers])
 
 
 def test_round_trip_keeps_vectors_and_metadata(tiny: Any, tmp_path: Path) -> None:

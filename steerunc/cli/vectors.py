@@ -70,7 +70,8 @@ def build(
 
     from steerunc.scoring.annotations import read_pairs_or_annotations
     from steerunc.scoring.model import load_model
-    from steerunc.scoring.vectors import build_vectors, read_expectations
+    from steerunc.scoring.pairs import read_expectations
+    from steerunc.scoring.vectors import build_vectors
 
     pairs, source_meta = read_pairs_or_annotations(pairs_path, source, recipe, max_per_perspective)
     names = {p.perspective for p in pairs}
@@ -237,7 +238,8 @@ def _run_check(
     import os
 
     from steerunc.errors import VectorsError
-    from steerunc.scoring.vectors import load_vectors, read_expectations, read_pairs
+    from steerunc.scoring.pairs import read_expectations, read_pairs
+    from steerunc.scoring.vectors import load_vectors
     from steerunc.scoring.vectors_default import DEFAULT_PAIRS, default_pairs_path
     from steerunc.scoring.vectors_check import (
         check_expected_options,

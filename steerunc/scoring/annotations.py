@@ -46,7 +46,7 @@ from typing import Any, Iterable, Mapping
 from steerunc.errors import InputError
 from steerunc.io import read_jsonl
 from steerunc.records import chat_flag
-from steerunc.scoring.vectors import Pair, read_pairs
+from steerunc.scoring.pairs import Pair, read_pairs
 
 __all__ = [
     "Annotation",

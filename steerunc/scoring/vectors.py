@@ -1,4 +1,4 @@
-"""Steering vectors: build from paired texts, save/load as safetensors + metadata.
+"""Steering vectors: build from paired texts (:mod:`.pairs`), save/load as safetensors + metadata.
 
 A vector is the mean difference of the residual stream at ``blocks.{L}.hook_out``
 between paired texts, read at each text's last token (METHOD.md §1). The file
@@ -11,6 +11,7 @@ The shipped default set, made into vectors for a model: :mod:`.vectors_default`.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import math
@@ -22,28 +23,17 @@ import torch
 from torch import Tensor
 
 from steerunc import __version__
-from steerunc.errors import InputError, VectorsError
-from steerunc.io import read_jsonl
-from steerunc.records import chat_flag
+from steerunc.errors import VectorsError
 from steerunc.scoring.model import LoadedModel
+from steerunc.scoring.pairs import Pair, read_expectations, read_pairs  # re-exported: their old home
 from steerunc.scoring.prompting import chat_text, has_chat_template
 
-__all__ = ["Pair", "SteeringVectors", "read_pairs", "read_expectations", "build_vectors", "load_vectors"]
+__all__ = ["Pair", "SteeringVectors", "read_pairs", "read_expectations", "build_vectors", "build_vectors_by_layer", "load_vectors"]
 
 log = logging.getLogger("steerunc")
 
 FORMAT = "steerunc-vectors/1"
 POSITION_RULE = "last"
-
-
-@dataclass(frozen=True)
-class Pair:
-    perspective: str
-    positive: str
-    negative: str
-    #: both texts are read as the user turn of the model's chat template (as a record with
-    #: ``"chat": true`` is scored), so the vector is read where such a record's answer is read
-    chat: bool = False
 
 
 @dataclass
@@ -259,89 +249,47 @@ def _from_file(path: str, meta: dict[str, str], tensor: Tensor) -> SteeringVecto
     )
 
 
-def read_pairs(path: str) -> list[Pair]:
-    """Read a pairs JSONL (``perspective``, ``positive``, ``negative``); strict, line-numbered."""
-    pairs = []
-    for line in read_jsonl(path):
-        if line.error is not None:
-            raise InputError(line.error, path=path, line=line.number)
-        data = line.data or {}
-        missing = [k for k in ("perspective", "positive", "negative") if not isinstance(data.get(k), str) or not data[k].strip()]
-        if missing:
-            raise InputError(f"missing or empty {', '.join(missing)}", path=path, line=line.number)
-        chat = bool(chat_flag(data, line.number, path))
-        pairs.append(Pair(data["perspective"], data["positive"], data["negative"], chat))
-    if not pairs:
-        raise InputError("no pairs in file", path=path)
-    return pairs
-
-
-def read_expectations(path: str) -> dict[str, str]:
-    """The optional ``expect`` field of a pairs or annotations file: perspective -> the option
-    that perspective should make more likely on its probe (``steerunc vectors check``).
-
-    A perspective may declare it on any of its lines (on one, or on all); lines of one
-    perspective that declare different options are an error. Files without the field give {}.
-    """
-    found: dict[str, tuple[str, int]] = {}
-    for line in read_jsonl(path):
-        if line.error is not None:
-            raise InputError(line.error, path=path, line=line.number)
-        data = line.data or {}
-        if "expect" not in data or data["expect"] is None:
-            continue
-        name, option = data.get("perspective"), data["expect"]
-        if not isinstance(name, str) or not name.strip():
-            raise InputError("'expect' given on a line without a 'perspective'", path=path, line=line.number)
-        if not isinstance(option, str) or not option.strip():
-            raise InputError(f"'expect' must be an option name (a non-empty string), got {option!r}",
-                             path=path, line=line.number)
-        if name in found and found[name][0] != option:
-            raise InputError(
-                f"perspective {name!r} expects {option!r} here but {found[name][0]!r} on line {found[name][1]}",
-                path=path, line=line.number,
-            )
-        found.setdefault(name, (option, line.number))
-    return {name: option for name, (option, _) in found.items()}
-
-
 @torch.no_grad()
 def _last_token_acts(
-    model: LoadedModel, texts: list[str], layer: int, batch_size: int, special: bool = True
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Residual at the hook, last token of each text; plus each text's sum and count of token norms.
-
-    ``special=False`` for texts that already hold their special tokens (the chat template's)."""
+    model: LoadedModel, texts: list[str], layers: list[int], batch_size: int, special: bool = True
+) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
+    """Per layer: the residual at its hook, last token of each text; each text's sum and count of
+    token norms. One pass, stopped after the deepest layer. ``special=False`` for texts that
+    already hold their special tokens (the chat template's)."""
     from steerunc.scoring.views import hook_name
 
-    captured: dict[str, Tensor] = {}
+    captured: dict[int, Tensor] = {}
 
     class _Stop(Exception):
         pass
 
-    def grab(resid: Tensor, hook: Any) -> Tensor:
-        captured["resid"] = resid
-        raise _Stop  # later blocks are not needed
+    def grab(resid: Tensor, hook: Any, layer: int = 0) -> Tensor:
+        captured[layer] = resid
+        if layer == max(layers):
+            raise _Stop  # later blocks are not needed
+        return resid
 
-    acts, norm_sums, norm_counts = [], [], []
+    out: dict[int, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {layer: ([], [], []) for layer in layers}
     skip = 1 if model.prepends_bos else 0
+    hooks = [(hook_name(layer), functools.partial(grab, layer=layer)) for layer in set(layers)]
     for i in range(0, len(texts), batch_size):
         enc = model.tokenizer(texts[i : i + batch_size], padding=True, padding_side="right", return_tensors="pt",
                               add_special_tokens=special)
         ids = enc["input_ids"].to(model.device)
         mask = enc["attention_mask"].to(model.device)
         try:
-            with model.bridge.hooks(fwd_hooks=[(hook_name(layer), grab)]):
+            with model.bridge.hooks(fwd_hooks=hooks):
                 model.hf_model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
         except _Stop:
             pass
-        resid = captured.pop("resid").float()
         last = mask.sum(1) - 1
-        acts.append(resid[torch.arange(len(last)), last])
-        norms = resid[:, skip:].norm(dim=-1) * mask[:, skip:]
-        norm_sums.append(norms.sum(1).double().cpu())
-        norm_counts.append(mask[:, skip:].sum(1).cpu())
-    return torch.cat(acts).cpu(), torch.cat(norm_sums), torch.cat(norm_counts)
+        for layer, (acts, norm_sums, norm_counts) in out.items():
+            resid = captured[layer].float()
+            acts.append(resid[torch.arange(len(last)), last])
+            norm_sums.append((resid[:, skip:].norm(dim=-1) * mask[:, skip:]).sum(1).double().cpu())
+            norm_counts.append(mask[:, skip:].sum(1).cpu())
+        captured.clear()
+    return {layer: (torch.cat(a).cpu(), torch.cat(s), torch.cat(c)) for layer, (a, s, c) in out.items()}
 
 
 def build_vectors(
@@ -351,67 +299,71 @@ def build_vectors(
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> SteeringVectors:
-    """One vector per perspective: mean over its pairs of a(positive) − a(negative).
-
-    ``progress(done, total)`` is called after each perspective.
-    """
+    """One vector per perspective: mean over its pairs of a(positive) − a(negative); ``progress(done,
+    total)`` is called after each perspective."""
     layer = model.default_layer if layer is None else layer
-    if not 0 <= layer < model.n_layers:
+    return build_vectors_by_layer(model, pairs, [layer], batch_size, progress)[layer]
+
+
+def build_vectors_by_layer(
+    model: LoadedModel,
+    pairs: Iterable[Pair],
+    layers: list[int],
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[int, SteeringVectors]:
+    """:func:`build_vectors` at several layers from one pass per text (a layer sweep's cost is
+    that of its deepest layer)."""
+    for layer in [x for x in layers if not 0 <= x < model.n_layers]:
         raise VectorsError(f"layer {layer} out of range: the model has {model.n_layers} blocks (0..{model.n_layers - 1})")
     grouped: dict[str, list[Pair]] = {}
     for pair in pairs:
         grouped.setdefault(pair.perspective, []).append(pair)
-    if not grouped:
-        raise VectorsError("no pairs to build vectors from")
-    names, rows, counts = [], [], []
-    norm_sum, norm_count = 0.0, 0
-    cache: dict[tuple[str, bool], tuple[Tensor, float, int]] = {}
+    if not grouped or not layers:
+        raise VectorsError("no pairs to build vectors from" if layers else "no layer to build vectors at")
+    diffs: dict[int, list[Tensor]] = {layer: [] for layer in layers}
+    norm_sum, norm_count = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0)
+    cache: dict[tuple[str, bool], dict[int, tuple[Tensor, float, int]]] = {}
     templated = has_chat_template(model.tokenizer)
     n_chat = sum(p.chat for group in grouped.values() for p in group)
     if n_chat and not templated:
         log.warning("%s has no chat template: %d pair(s) that ask for one are read as plain text",
                     model.model_id, n_chat)
 
-    def acts(texts: list[str], chat: list[bool]) -> tuple[Tensor, float, int]:
+    def acts(texts: list[str], chat: list[bool], layer: int) -> tuple[Tensor, float, int]:
         """A text shared by several pairs (one prompt under many feedbacks) runs once."""
         keys = [(chat_text(model.tokenizer, t), True) if c and templated else (t, False) for t, c in zip(texts, chat)]
         for via_template in (False, True):
             new = list(dict.fromkeys(k for k in keys if k not in cache and k[1] == via_template))
             if new:
-                got, sums, lengths = _last_token_acts(model, [k[0] for k in new], layer, batch_size,
-                                                      special=not via_template)
-                for key, row, s, c in zip(new, got, sums.tolist(), lengths.tolist()):
-                    cache[key] = (row, s, int(c))
-        entries = [cache[k] for k in keys]
+                got = _last_token_acts(model, [k[0] for k in new], layers, batch_size, special=not via_template)
+                for j, key in enumerate(new):
+                    cache[key] = {at: (rows[j], float(sums[j]), int(counts[j])) for at, (rows, sums, counts) in got.items()}
+        entries = [cache[k][layer] for k in keys]
         return torch.stack([e[0] for e in entries]), sum(e[1] for e in entries), sum(e[2] for e in entries)
 
-    for done, (name, group) in enumerate(grouped.items(), start=1):
-        pos, s1, c1 = acts([p.positive for p in group], [p.chat for p in group])
-        neg, s2, c2 = acts([p.negative for p in group], [p.chat for p in group])
-        rows.append((pos - neg).mean(0))
-        names.append(name)
-        counts.append(len(group))
-        norm_sum, norm_count = norm_sum + s1 + s2, norm_count + c1 + c2
+    for done, group in enumerate(grouped.values(), start=1):
+        for layer in layers:
+            pos, s1, c1 = acts([p.positive for p in group], [p.chat for p in group], layer)
+            neg, s2, c2 = acts([p.negative for p in group], [p.chat for p in group], layer)
+            diffs[layer].append((pos - neg).mean(0))
+            norm_sum[layer], norm_count[layer] = norm_sum[layer] + s1 + s2, norm_count[layer] + c1 + c2
         if progress is not None:
             progress(done, len(grouped))
-    stacked = torch.stack(rows)
-    resid_norm = norm_sum / max(norm_count, 1)
-    for name, norm in zip(names, stacked.norm(dim=1).tolist()):
-        if norm < 1e-4 * resid_norm:
-            raise VectorsError(
-                f"perspective {name!r} gives a zero vector (norm {norm:.2e}): its positive and "
-                f"negative texts do not differ at blocks.{layer}.hook_out"
-            )
+    names, counts = list(grouped), [len(group) for group in grouped.values()]
     n_pairs = sum(counts)
     read = "plain text" if not (n_chat and templated) else (
         "chat template" if n_chat == n_pairs else f"chat template for {n_chat} of {n_pairs} pairs, else plain text")
-    return SteeringVectors(
-        names=names,
-        vectors=stacked,
-        layer=layer,
-        model_id=model.model_id,
-        fingerprint=model.fingerprint,
-        resid_norm=resid_norm,
-        n_pairs=counts,
-        meta={"read": read},
-    )
+    built = {}
+    for layer in layers:
+        stacked = torch.stack(diffs[layer])
+        resid_norm = norm_sum[layer] / max(norm_count[layer], 1)
+        for name, norm in zip(names, stacked.norm(dim=1).tolist()):
+            if norm < 1e-4 * resid_norm:
+                raise VectorsError(
+                    f"perspective {name!r} gives a zero vector (norm {norm:.2e}): its positive and "
+                    f"negative texts do not differ at blocks.{layer}.hook_out"
+                )
+        built[layer] = SteeringVectors(names, stacked, layer, model.model_id, model.fingerprint, resid_norm,
+                                       counts, meta={"read": read})
+    return built

@@ -19,7 +19,8 @@ from importlib import resources
 
 from steerunc.errors import VectorsError
 from steerunc.scoring.model import LoadedModel, cache_dir
-from steerunc.scoring.vectors import Pair, SteeringVectors, build_vectors, load_vectors, read_expectations, read_pairs
+from steerunc.scoring.pairs import Pair, read_expectations, read_pairs
+from steerunc.scoring.vectors import SteeringVectors, build_vectors, load_vectors
 
 __all__ = ["DEFAULT_PAIRS", "default_pairs_path", "default_vectors", "shipped_vectors_path"]
 
