@@ -201,7 +201,7 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
     from steerunc.scoring.scorer import ScoreConfig, Scorer
     from steerunc.scoring.vectors import load_vectors
 
-    from quality_adds import prior_effect, steering_adds
+    from quality_adds import prior_effect, record_groups_by_id, steering_adds
     from quality_eval import judge
     from quality_scoring import (build_perspective_vectors, prompt_ensemble, random_vectors, read_records,
                                  reusable_vectors, score_records)
@@ -279,12 +279,13 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
 
     results: dict[str, Any] = {}
     tick = time.perf_counter()
+    eval_groups = record_groups_by_id(files["records_eval"])  # GlobalOpinionQA: the question; resampled whole
     for method in args.methods:
         results[method] = judge(files[f"{method}_cal"], files[f"{method}_eval"], os.path.join(work, method),
-                                n_boot=args.bootstrap, seed=args.seed)
+                                n_boot=args.bootstrap, seed=args.seed, groups=eval_groups)
     adds = steering_adds(files, args.methods, work, n_boot=args.bootstrap, seed=args.seed)
     prior = prior_effect(files["steer_cal"], files["steer_eval"], os.path.join(work, "prior"),
-                         n_boot=args.bootstrap, seed=args.seed)
+                         n_boot=args.bootstrap, seed=args.seed, groups=eval_groups)
     timings["evaluate"] = time.perf_counter() - tick
     timings["rejudge_total" if no_model else "total"] = time.perf_counter() - started
 

@@ -39,7 +39,7 @@ from steerunc.judging.metrics import bootstrap_interval, error_auroc, prr
 from steerunc.judging.option_prior import OptionPrior, option_logits, save_prior
 from steerunc.scored import TARGETS, read_scored, record_keys, score_matrix
 
-__all__ = ["COMBINED", "steering_adds", "prior_effect", "paired"]
+__all__ = ["COMBINED", "steering_adds", "prior_effect", "paired", "record_groups_by_id"]
 
 #: the scores the combined calibrator reads (the combination docs/calibration.md leads with)
 COMBINED = ("msp", "mutual_info", "mean_kl", "flip_rate")
@@ -48,15 +48,15 @@ METRICS: dict[str, Metric] = {"auroc": error_auroc, "prr": prr}
 
 
 def paired(metric: Metric, first: np.ndarray, second: np.ndarray, correct_first: np.ndarray,
-           correct_second: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+           correct_second: np.ndarray, n_boot: int, seed: int, groups: list[str] | None = None) -> dict[str, Any]:
     """metric(first) - metric(second), each against its own correctness, on the same records, with
-    a percentile bootstrap interval (one resample of the records for both)."""
+    a percentile bootstrap interval (one resample of the records, or of their groups, for both)."""
     def diff(u1: np.ndarray, u2: np.ndarray, y1: np.ndarray, y2: np.ndarray) -> float | None:
         a, b = metric(u1, y1), metric(u2, y2)
         return None if a is None or b is None else a - b
 
     value = diff(first, second, correct_first, correct_second)
-    ci = bootstrap_interval(diff, [first, second, correct_first, correct_second], n_boot, seed=seed)
+    ci = bootstrap_interval(diff, [first, second, correct_first, correct_second], n_boot, seed=seed, groups=groups)
     return {"difference": value, "ci": None if ci is None else list(ci)}
 
 
@@ -81,7 +81,7 @@ def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str
     return calibrator, -confidence, ok, [d.get("id") for _, d in evaluated]
 
 
-def _groups(records_path: str | None) -> dict[Any, str] | None:
+def record_groups_by_id(records_path: str | None) -> dict[Any, str] | None:
     """id -> 'group' of the calibration records (GlobalOpinionQA: the question), or None when none has one."""
     if not records_path or not os.path.exists(records_path):
         return None
@@ -91,12 +91,17 @@ def _groups(records_path: str | None) -> dict[Any, str] | None:
     return found or None
 
 
-def _metrics(u: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+def _metrics(u: np.ndarray, y: np.ndarray, n_boot: int, seed: int, groups: list[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, metric in METRICS.items():
-        ci = bootstrap_interval(metric, [u, y], n_boot, seed=seed)
+        ci = bootstrap_interval(metric, [u, y], n_boot, seed=seed, groups=groups)
         out[name], out[f"{name}_ci"] = metric(u, y), None if ci is None else list(ci)
     return out
+
+
+def _aligned(ids: list[Any], groups: dict[Any, str] | None) -> list[str] | None:
+    """The groups of the records with these ids, in order (an id without one: its own group)."""
+    return None if not groups else [groups.get(i, f"id {i}") for i in ids]
 
 
 def _raw_msp(eval_path: str, target: str) -> np.ndarray:
@@ -106,8 +111,10 @@ def _raw_msp(eval_path: str, target: str) -> np.ndarray:
 
 
 def _one(cal_path: str, eval_path: str, target: str, out_dir: str, n_boot: int, seed: int,
-         groups: dict[Any, str] | None = None) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, list[Any]] | None]:
-    """Combined vs calibrated msp for one method's files and one target."""
+         groups: dict[Any, str] | None = None, eval_groups: dict[Any, str] | None = None
+         ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, list[Any]] | None]:
+    """Combined vs calibrated msp for one method's files and one target; ``groups`` / ``eval_groups``:
+    id -> group of the calibration / evaluated records (the guard's folds; whole groups resampled)."""
     try:
         combined, u_c, y, ids = _fit_and_apply(cal_path, eval_path, list(COMBINED), target,
                                                os.path.join(out_dir, f"cal-{target}-combined.json"), groups=groups)
@@ -117,20 +124,21 @@ def _one(cal_path: str, eval_path: str, target: str, out_dir: str, n_boot: int, 
         return {"skipped": str(exc)}, None
     if ids != ids_m or not np.array_equal(y, y_m):  # pragma: no cover  (the same records, read twice)
         raise RuntimeError(f"{eval_path}: the records read for the two calibrators differ")
+    g = _aligned(ids, eval_groups)
     result: dict[str, Any] = {
         "n": int(y.size), "errors": int(np.sum(y == 0)),
         "combined": {"label": combined.label, "weights": dict(zip(COMBINED, map(float, combined.coef_))),
-                     "guard": getattr(combined, "guard_", None), **_metrics(u_c, y, n_boot, seed)},
-        "msp": {"label": single.label, "slope": float(single.coef_), **_metrics(u_m, y, n_boot, seed),
+                     "guard": getattr(combined, "guard_", None), **_metrics(u_c, y, n_boot, seed, g)},
+        "msp": {"label": single.label, "slope": float(single.coef_), **_metrics(u_m, y, n_boot, seed, g),
                 "raw_auroc": error_auroc(_raw_msp(eval_path, target), y)},
     }
     for name, metric in METRICS.items():
-        result[f"{name}_combined_minus_msp"] = paired(metric, u_c, u_m, y, y, n_boot, seed)
+        result[f"{name}_combined_minus_msp"] = paired(metric, u_c, u_m, y, y, n_boot, seed, g)
     if getattr(combined, "kept", None) == "first score":  # what the combination would have done unguarded
         free, u_f, _, _ = _fit_and_apply(cal_path, eval_path, list(COMBINED), target,
                                          os.path.join(out_dir, f"cal-{target}-combined-unguarded.json"), guard=False)
-        result["unguarded"] = {"weights": dict(zip(COMBINED, map(float, free.coef_))), **_metrics(u_f, y, n_boot, seed),
-                               **{f"{name}_minus_msp": paired(metric, u_f, u_m, y, y, n_boot, seed)
+        result["unguarded"] = {"weights": dict(zip(COMBINED, map(float, free.coef_))), **_metrics(u_f, y, n_boot, seed, g),
+                               **{f"{name}_minus_msp": paired(metric, u_f, u_m, y, y, n_boot, seed, g)
                                   for name, metric in METRICS.items()}}
     return result, (u_c, y, ids)
 
@@ -144,7 +152,8 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
                                      "where cross-validation on the calibration split shows it clearly better than "
                                      "msp alone; else msp alone)",
                            "baseline": "msp@platt (steerunc calibrate --scores msp --method logistic)"}
-    groups = _groups(files.get("records_cal"))  # the same calibration records for every method and target
+    groups = record_groups_by_id(files.get("records_cal"))  # the same calibration records for every method and target
+    eval_groups = record_groups_by_id(files.get("records_eval"))
     for target in ("base", "fused"):
         per: dict[str, Any] = {}
         kept: dict[str, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
@@ -152,7 +161,7 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
             folder = os.path.join(work, method)
             os.makedirs(folder, exist_ok=True)
             per[method], arrays = _one(files[f"{method}_cal"], files[f"{method}_eval"], target, folder, n_boot, seed,
-                                       groups=groups)
+                                       groups=groups, eval_groups=eval_groups)
             if arrays is not None:
                 kept[method] = arrays
         for method in methods:
@@ -160,7 +169,8 @@ def steering_adds(files: dict[str, str], methods: list[str], work: str, n_boot: 
                 continue
             (u_x, y_x, _), (u_s, y_s, _) = kept[method], kept["steer"]
             per[method]["combined_minus_steer"] = {
-                name: paired(metric, u_x, u_s, y_x, y_s, n_boot, seed) for name, metric in METRICS.items()}
+                name: paired(metric, u_x, u_s, y_x, y_s, n_boot, seed, _aligned(kept["steer"][2], eval_groups))
+                for name, metric in METRICS.items()}
         out[target] = per
     return out
 
@@ -184,9 +194,10 @@ def _labelled_logits(path: str, target: str) -> tuple[list[str], np.ndarray, np.
 
 
 def prior_effect(cal_path: str, eval_path: str, out_dir: str, n_boot: int = 1000, seed: int = 0,
-                 targets: tuple[str, ...] = ("base", "fused")) -> dict[str, Any]:
+                 targets: tuple[str, ...] = ("base", "fused"), groups: dict[Any, str] | None = None) -> dict[str, Any]:
     """Accuracy of each target's prediction before and after the option prior fitted on the
-    calibration split, on the evaluated split, paired; or ``{"skipped": why}``."""
+    calibration split, on the evaluated split, paired; or ``{"skipped": why}``. ``groups``: id ->
+    group of the evaluated records, resampled whole."""
     out: dict[str, Any] = {}
     os.makedirs(out_dir, exist_ok=True)
     for target in targets:
@@ -206,7 +217,8 @@ def prior_effect(cal_path: str, eval_path: str, out_dir: str, n_boot: int = 1000
         after = np.array([float(d[tgt.correct]) for d in corrected])
         majority = Counter(options[i] for i in labels).most_common(1)[0][0]
         diff = after - before
-        ci = bootstrap_interval(lambda v: float(v.mean()), [diff], n_boot, seed=seed)
+        ci = bootstrap_interval(lambda v: float(v.mean()), [diff], n_boot, seed=seed,
+                                groups=_aligned([d.get("id") for _, d in evaluated], groups))
         out[target] = {
             "n": int(diff.size), "options": options, "temperature": prior.temperature_,
             "bias": dict(zip(options, map(float, prior.bias_))), "n_cal": int(labels.size),

@@ -291,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reports = [json.load(open(p)) for p in args.reports]
     reports.sort(key=lambda r: (ORDER.index(r["dataset"]) if r["dataset"] in ORDER else 99, r["run"]))
-    parts = ["### Error detection (errors of the base prediction)", detection_table(reports),
+    grouped = [f"{r['dataset']} ({r['results']['steer']['base']['n_groups']} groups of records)" for r in reports
+               if r["results"]["steer"]["base"].get("resampled") == "groups"]
+    parts = ["Paired 95 % percentile bootstrap intervals resample records"
+             + (f"; on {', '.join(grouped)}, whole groups (one question asked of several countries is not "
+                "independent)." if grouped else "."),
+             "### Error detection (errors of the base prediction)", detection_table(reports),
              "### Predictions: accuracy, and Jensen-Shannon distance to people's label distribution",
              prediction_table(reports), "### Perspectives", perspectives_table(reports),
              "### Cost and commands", cost_table(reports)]

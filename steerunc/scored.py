@@ -40,6 +40,7 @@ __all__ = [
     "options_of",
     "orientation_of",
     "read_scored",
+    "record_groups",
     "record_keys",
     "record_kind",
     "score_matrix",
@@ -297,6 +298,14 @@ def record_keys(records: Iterable[Mapping[str, Any]]) -> list[str]:
 
 #: the one provenance key whose difference only warns: the steerunc version that scored the records
 PROVENANCE_VERSION_KEY = "steerunc"
+
+
+def record_groups(records: list[tuple[int, dict[str, Any]]]) -> list[str] | None:
+    """Each record's 'group' (records of one group are not independent: one question asked of
+    several countries); a record without one is a group of its own; None when none has one."""
+    if not any("group" in d for _, d in records):
+        return None
+    return [f"group {d['group']}" if "group" in d else f"line {ln}" for ln, d in records]
 
 
 def scoring_provenance(records: Iterable[tuple[int, Mapping[str, Any]]], path: str) -> dict[str, Any] | None:

@@ -220,6 +220,15 @@ def test_steering_adds_and_prior_on_synthetic_scored_files(tmp_path: Path) -> No
     auroc = json.loads(cli.stdout)["scores"]["msp+mutual_info+mean_kl+flip_rate@logistic"]["auroc"]
     assert auroc == pytest.approx(steer["combined"]["auroc"])
 
+    # evaluated records in pairs that share a group (GlobalOpinionQA's question): same figures,
+    # intervals from resampled pairs
+    ids = [json.loads(line)["id"] for line in Path(files["steer_eval"]).read_text().splitlines() if line.strip()]
+    files["records_eval"] = str(tmp_path / "records-eval.jsonl")
+    Path(files["records_eval"]).write_text("".join(json.dumps({"id": i, "group": f"q{n // 2}"}) + "\n"
+                                                   for n, i in enumerate(ids)))
+    grouped = steering_adds(files, ["steer", "random"], str(tmp_path), n_boot=200, seed=0)["base"]["steer"]
+    assert grouped["auroc_combined_minus_msp"]["difference"] == diff["difference"]
+    assert grouped["auroc_combined_minus_msp"]["ci"] != diff["ci"]
     prior = prior_effect(files["steer_cal"], files["steer_eval"], str(tmp_path / "prior"), n_boot=200)["base"]
     assert prior["accuracy_prior"] > prior["accuracy"] + 0.1 and prior["ci"][0] > 0 and prior["changed"] > 0
     assert prior["accuracy_prior"] >= prior["majority_accuracy"] and (tmp_path / "prior" / "prior-base.json").exists()

@@ -133,6 +133,19 @@ def test_evaluate_json_has_every_metric(files: dict[str, str]) -> None:
     assert "Does the score single out the errors?" in result.stderr and "mutual_info@isotonic" in result.stderr
 
 
+def test_evaluate_says_when_its_intervals_resample_groups(files: dict[str, str], tmp_path: Path) -> None:
+    records = read_jsonl(files["test"])
+    for i, r in enumerate(records):
+        r["group"] = f"q{i // 4}"
+    path = write_jsonl(tmp_path / "grouped.jsonl", records)
+    result = run("evaluate", path, "--json", "--bootstrap", "50", "--no-smooth")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["settings"]["resampled"] == "groups"
+    assert "Intervals resample whole groups (75 of them)" in " ".join(result.stderr.split())
+    plain = run("evaluate", files["test"], "--bootstrap", "50", "--no-smooth")
+    assert "resample whole groups" not in " ".join(plain.stderr.split())
+
+
 def test_evaluate_out_writes_metrics_and_pictures(files: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run("evaluate", files["test"], "--out", out, "--bootstrap", "20")

@@ -163,3 +163,20 @@ def test_router_still_routes_records_without_labels() -> None:
     cal = make_calibrator("isotonic", "mutual_info").fit([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0])
     router = Router(cal, 0.5)
     assert router.route({"scores": {"mutual_info": 0.1}, "label": "C", "probs": {"A": 1.0}}).accepted
+
+
+def test_intervals_resample_the_groups_records_carry(tmp_path: Any) -> None:
+    from steerunc.judging.metrics import auroc_interval
+
+    records = opposite_records(40)
+    plain = evaluate(read_scored(write_jsonl(tmp_path / "plain.jsonl", records)), target="base", n_boot=200)
+    assert plain.settings["resampled"] == "records" and plain.groups is None
+    for i, r in enumerate(records[:30]):
+        r["group"] = f"q{i // 3}"  # 10 groups of 3; the last 10 records have none: a group each
+    grouped = evaluate(read_scored(write_jsonl(tmp_path / "grouped.jsonl", records)), target="base", n_boot=200)
+    assert grouped.settings["resampled"] == "groups" and grouped.settings["n_groups"] == 20
+    mi = grouped.rows[[row.name for row in grouped.rows].index("mutual_info")]
+    assert grouped.report["scores"]["mutual_info"]["auroc_ci"] == pytest.approx(
+        auroc_interval(mi.uncertainty, mi.correct, 200, groups=grouped.groups))
+    assert grouped.report["scores"]["mutual_info"]["auroc_ci"] != plain.report["scores"]["mutual_info"]["auroc_ci"]
+    assert grouped.report["scores"]["mutual_info"]["auroc"] == plain.report["scores"]["mutual_info"]["auroc"]

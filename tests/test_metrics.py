@@ -145,6 +145,25 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate() -> None:
     )
 
 
+def test_grouped_bootstrap_resamples_whole_groups() -> None:
+    rng = np.random.default_rng(8)
+    u = rng.normal(size=100)
+    y = (rng.normal(size=100) > u).astype(float)
+    # every record five times, as one group: resampling the 100 groups is resampling the 100 records
+    # (labels sort in record order, so the very same draws), and AUROC and a mean ignore the copies
+    groups = np.repeat([f"g{i:03d}" for i in range(100)], 5)
+    u5, y5 = np.repeat(u, 5), np.repeat(y, 5)
+    alone = M.bootstrap_interval(M.error_auroc, [u, y], n_boot=300, seed=2)
+    assert M.bootstrap_interval(M.error_auroc, [u5, y5], n_boot=300, seed=2, groups=groups) == pytest.approx(alone)
+    assert M.auroc_interval(u5, y5, n_boot=300, seed=2, groups=groups) == pytest.approx(alone)
+    assert M.compute_metrics(u5, y5, n_boot=300, seed=2, groups=groups)["auroc_ci"] == pytest.approx(alone)
+    # resampled one by one, the copies look like 500 independent records: a narrower, wrong interval
+    naive = M.auroc_interval(u5, y5, n_boot=300, seed=2)
+    assert naive is not None and alone is not None and naive[1] - naive[0] < 0.7 * (alone[1] - alone[0])
+    with pytest.raises(ValueError, match="4 groups for 500 records"):
+        M.bootstrap_interval(M.error_auroc, [u5, y5], groups=["a", "b", "c", "d"])
+
+
 def test_compute_metrics_report() -> None:
     rng = np.random.default_rng(7)
     conf = rng.uniform(0.3, 1, 500)

@@ -33,7 +33,7 @@ from steerunc.errors import InputError
 from steerunc.judging.metrics import ece
 from steerunc.judging.option_prior import OptionPrior, option_logits, save_prior
 from steerunc.scored import TARGETS, logits_matrix, read_scored, record_keys, score_matrix, score_names, score_of
-from steerunc.scored import scoring_provenance
+from steerunc.scored import record_groups, scoring_provenance
 
 __all__ = ["calibrate", "calibrate_prior"]
 
@@ -186,13 +186,6 @@ def calibrate(
     )
     warning = confidence_warning(confidence, calibrator)
     print_notes(notes + ([warning] if warning else []))
-
-
-def record_groups(records: list[tuple[int, dict[str, Any]]]) -> list[str] | None:
-    """Each record's 'group' (a record without one is a group of its own); None when none has one."""
-    if not any("group" in d for _, d in records):
-        return None
-    return [f"group {d['group']}" if "group" in d else f"line {ln}" for ln, d in records]
 
 
 def _coefficients(calibrator: Calibrator) -> str:

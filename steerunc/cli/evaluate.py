@@ -45,7 +45,7 @@ __all__ = ["evaluate"]
     type=click.IntRange(min=0),
     default=1000,
     show_default=True,
-    help="Bootstrap resamples for the 95% intervals of ECE and AUROC (0: none).",
+    help="Bootstrap resamples for the 95% intervals of ECE and AUROC (0: none); records sharing a 'group' are resampled together.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--no-smooth", is_flag=True, help="Skip smooth ECE (relplot).")

@@ -68,7 +68,10 @@ def evaluation_tables(report: dict[str, Any]) -> list[Any]:
         caption = "[bold]IN-SAMPLE[/]: " + shared + ". " + caption
     coverages = report["settings"]["coverages"]
     level = round(report["settings"]["level"] * 100)
-    ranking = _table(tag + "Does the score single out the errors?", None)
+    grouped = report["settings"].get("resampled") == "groups"
+    ranking = _table(tag + "Does the score single out the errors?", None if not grouped else
+                     f"Intervals resample whole groups ({report['settings']['n_groups']} of them): records "
+                     "sharing a 'group' are not independent.")
     ranking.add_column("score", no_wrap=True)
     ranking.add_column("judged against", no_wrap=True)
     for header in ("AUROC", f"{level}% CI", "AUPRC", "AURC↓", "PRR"):

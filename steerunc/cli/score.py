@@ -219,8 +219,8 @@ def score(
     are skipped. At the end a summary goes to stderr. Exits 1 if any line failed
     (with --resume, also lines that failed in the earlier run). 'group' (a
     string) is carried into the output: records sharing one are not
-    independent, and `calibrate --scores` keeps each group in one
-    cross-validation fold.
+    independent: `calibrate --scores` keeps each group in one
+    cross-validation fold, and `evaluate` resamples whole groups.
     """
     from steerunc.integrations.frames import read_input
 

@@ -58,6 +58,7 @@ from steerunc.scored import (
     correctness,
     distribution,
     orientation_of,
+    record_groups,
     score_names,
     score_of,
     scoring_provenance,
@@ -119,6 +120,8 @@ class Evaluation:
     settings: dict[str, Any] = field(default_factory=dict)
     #: warnings and notes for the user (settings that could not be checked, a steerunc version apart)
     notes: list[str] = field(default_factory=list)
+    #: each evaluated record's group (what the intervals resampled), or None
+    groups: list[str] | None = None
 
     @property
     def in_sample(self) -> bool:
@@ -308,7 +311,11 @@ def evaluate(
         except InputError as exc:
             raise InputError(f"{exc.message} (the calibrator {cal_path} needs it)", exc.path, exc.line) from exc
         rows.append(Row(cal.label, -conf, conf, f"{cal.label} calibrator", shown[cal.target], correct, cal_path))
-    settings = {"n_bins": n_bins, "bootstrap": n_boot, "level": level, "seed": seed, "coverages": list(coverages)}
+    groups = record_groups(records)
+    settings = {"n_bins": n_bins, "bootstrap": n_boot, "level": level, "seed": seed, "coverages": list(coverages),
+                # records of one 'group' are resampled together: they are not independent
+                "resampled": "records" if groups is None else "groups",
+                "n_groups": None if groups is None else len(set(groups))}
     report: dict[str, Any] = {
         "file": scored.path,
         "target": shown[target],
@@ -343,6 +350,7 @@ def evaluate(
             seed=seed,
             coverages=coverages,
             smooth=smooth,
+            groups=groups,
         )
         report["scores"][row.name] = {
             "higher_means": "uncertain"
@@ -353,4 +361,4 @@ def evaluate(
             "calibrator": row.calibrator,
             **metrics,
         }
-    return Evaluation(report, rows, correct, settings, notes)
+    return Evaluation(report, rows, correct, settings, notes, groups)

@@ -16,7 +16,7 @@ Conventions (docs/calibration.md states them in full):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,29 +252,24 @@ def selective_accuracy(uncertainty: ArrayLike, correct: ArrayLike, coverage: flo
     return float(1.0 - risk[k - 1])
 
 
-def bootstrap_interval(
-    statistic: Callable[..., float | None],
-    arrays: Sequence[ArrayLike],
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of ``statistic(*arrays)`` over resampled records.
-
-    Resamples where the statistic is undefined (None) are dropped; None when
-    fewer than half remain or ``n_boot`` is 0.
-    """
-    if n_boot <= 0:
-        return None
-    data = [np.asarray(a) for a in arrays]
-    n = data[0].shape[0]
+def _resamples(n: int, n_boot: int, seed: int, groups: Sequence[Any] | None) -> Iterator[NDArray[np.int64]]:
+    """Index arrays of ``n_boot`` bootstrap resamples of ``n`` records; with ``groups`` (one label
+    per record, e.g. the question a record asks), whole groups are resampled: records of one group
+    are not independent, and resampling them one by one gives intervals that are too narrow."""
     rng = np.random.default_rng(seed)
-    values = []
+    if groups is None:
+        for _ in range(n_boot):
+            yield rng.integers(0, n, n)
+        return
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} records")
+    _, code = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    members = [np.flatnonzero(code == g) for g in range(int(code.max()) + 1)]
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        value = statistic(*(a[idx] for a in data))
-        if value is not None:
-            values.append(value)
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
+def _percentiles(values: list[float], n_boot: int, level: float) -> tuple[float, float] | None:
     if len(values) < n_boot / 2:
         return None
     alpha = (1.0 - level) / 2.0
@@ -282,8 +277,34 @@ def bootstrap_interval(
     return float(lo), float(hi)
 
 
+def bootstrap_interval(
+    statistic: Callable[..., float | None],
+    arrays: Sequence[ArrayLike],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: Sequence[Any] | None = None,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic(*arrays)`` over resampled records (or, with
+    ``groups``, resampled groups of records).
+
+    Resamples where the statistic is undefined (None) are dropped; None when
+    fewer than half remain or ``n_boot`` is 0.
+    """
+    if n_boot <= 0:
+        return None
+    data = [np.asarray(a) for a in arrays]
+    values = []
+    for idx in _resamples(data[0].shape[0], n_boot, seed, groups):
+        value = statistic(*(a[idx] for a in data))
+        if value is not None:
+            values.append(value)
+    return _percentiles(values, n_boot, level)
+
+
 def auroc_interval(
-    uncertainty: ArrayLike, correct: ArrayLike, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    uncertainty: ArrayLike, correct: ArrayLike, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+    groups: Sequence[Any] | None = None,
 ) -> tuple[float, float] | None:
     """``bootstrap_interval(error_auroc, ...)`` with the same resamples, in O(N) per resample.
 
@@ -299,10 +320,9 @@ def auroc_interval(
     starts = np.flatnonzero(np.r_[True, us[1:] != us[:-1]])
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_boot):
-        w = np.bincount(rank[rng.integers(0, n, n)], minlength=n).astype(np.float64)
+    for idx in _resamples(n, n_boot, seed, groups):
+        w = np.bincount(rank[idx], minlength=n).astype(np.float64)
         e_g = np.add.reduceat(w * err, starts)
         c_g = np.add.reduceat(w * (1.0 - err), starts)
         total_e, total_c = e_g.sum(), c_g.sum()
@@ -310,11 +330,7 @@ def auroc_interval(
             continue
         below = np.cumsum(c_g) - c_g
         values.append(float(np.sum(e_g * (below + 0.5 * c_g)) / (total_e * total_c)))
-    if len(values) < n_boot / 2:
-        return None
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    return _percentiles(values, n_boot, level)
 
 
 def _distributions(p: ArrayLike, q: ArrayLike) -> tuple[Array, Array]:
@@ -363,8 +379,9 @@ def compute_metrics(
     seed: int = 0,
     coverages: Sequence[float] = (0.5, 0.8, 0.9),
     smooth: bool = True,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """Every metric of one score, as a flat JSON-ready dict.
+    """Every metric of one score, as a flat JSON-ready dict (intervals resample ``groups`` if given).
 
     Ranking metrics (AUROC, AUPRC, AURC, PRR, selective accuracy) use
     ``uncertainty``; calibration metrics (ECE, MCE, Brier, NLL, smooth ECE)
@@ -375,7 +392,7 @@ def compute_metrics(
         "n": int(y.size),
         "accuracy": float(y.mean()),
         "auroc": error_auroc(u, y),
-        "auroc_ci": auroc_interval(u, y, n_boot, level, seed),
+        "auroc_ci": auroc_interval(u, y, n_boot, level, seed, groups),
         "auprc": error_auprc(u, y),
         "aurc": aurc(u, y),
         "prr": prr(u, y),
@@ -389,7 +406,7 @@ def compute_metrics(
         out.update(
             ece=ece(p, y, n_bins, "uniform"),
             ece_equal_mass=ece(p, y, n_bins, "quantile"),
-            ece_ci=bootstrap_interval(lambda a, b: ece(a, b, n_bins), [p, y], n_boot, level, seed),
+            ece_ci=bootstrap_interval(lambda a, b: ece(a, b, n_bins), [p, y], n_boot, level, seed, groups),
             mce=mce(p, y, n_bins, "uniform"),
             brier=brier(p, y),
             nll=nll(p, y),
