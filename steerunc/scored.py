@@ -29,6 +29,7 @@ from steerunc.io import Line, read_jsonl
 
 __all__ = [
     "CONFIDENCE_SCORES",
+    "LATER_PROVENANCE_KEYS",
     "PROVENANCE_VERSION_KEY",
     "RECORD_KEY_SCHEME",
     "TARGETS",
@@ -298,6 +299,9 @@ def record_keys(records: Iterable[Mapping[str, Any]]) -> list[str]:
 
 #: the one provenance key whose difference only warns: the steerunc version that scored the records
 PROVENANCE_VERSION_KEY = "steerunc"
+#: provenance keys that records carry only since a later steerunc: where one side lacks such a key it
+#: cannot be checked on it (not refused); ``chat``: whether the record was read through the chat template
+LATER_PROVENANCE_KEYS = ("chat",)
 
 
 def record_groups(records: list[tuple[int, dict[str, Any]]]) -> list[str] | None:
@@ -349,8 +353,8 @@ def scoring_provenance(records: Iterable[tuple[int, Mapping[str, Any]]], path: s
     return None if first is None else dict(first[1])
 
 
-def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> str | None:
-    skip = set(ignore)
+def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    skip = {key for key in LATER_PROVENANCE_KEYS if (key in a) != (key in b)}
     for key in list(a) + [k for k in b if k not in a]:
         if key not in skip and (key not in a or key not in b or a[key] != b[key]):
             return str(key)

@@ -43,6 +43,9 @@ def test_a_chat_record_is_the_user_turn_read_at_the_start_of_the_answer(template
         assert chat.base_probs[name] == pytest.approx(raw.base_probs[name], abs=1e-5)  # type: ignore[index]
         assert chat.probs[name] == pytest.approx(raw.probs[name], abs=1e-5)  # type: ignore[index]
     assert chat.base_probs != plain.base_probs
+    # each record's provenance says how it was read, so a calibrator fitted on one kind refuses the other
+    assert [r.provenance["chat"] for r in (chat, raw, plain)] == [True, False, False]  # type: ignore[index]
+    assert scorer.provenance["chat"] is False
 
 
 def test_the_run_flag_applies_to_records_that_do_not_say(templated: Any, tiny_vectors: Any) -> None:
@@ -55,6 +58,7 @@ def test_the_run_flag_applies_to_records_that_do_not_say(templated: Any, tiny_ve
     # alone vs in a batch of two: the same up to kernel noise (CUDA reduces in another order)
     assert on.base_probs == pytest.approx(alone.base_probs, abs=1e-5)  # type: ignore[union-attr]
     assert off.base_probs != on.base_probs  # type: ignore[union-attr]
+    assert (on.provenance["chat"], off.provenance["chat"]) == (True, False)  # type: ignore[union-attr,index]
 
 
 def test_chat_without_a_template_reads_plain_text_and_says_so(tiny: Any, tiny_vectors: Any) -> None:
@@ -82,6 +86,7 @@ def _no_template(tiny: Any, tiny_vectors: Any) -> None:
         ])
     assert isinstance(asked, ScoredRecord) and isinstance(plain, ScoredRecord)
     assert asked.base_probs == plain.base_probs  # read as plain text
+    assert asked.provenance["chat"] is False  # type: ignore[index]
     assert [r.levelno for r in seen] == [logging.WARNING] and "no chat template" in seen[0].getMessage()
 
 

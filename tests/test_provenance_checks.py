@@ -176,3 +176,22 @@ def test_router_routes_a_scored_record_object(fitted: dict[str, str]) -> None:
                           scores=data["scores"], views={})
     assert router.route(record) == router.route(record.to_json())
     assert router.route(record).confidence is not None
+
+
+def test_chat_reading_is_checked_and_files_from_before_it_was_recorded_get_a_note(
+    fitted: dict[str, str], tmp_path: Path
+) -> None:
+    plain = _write(tmp_path / "plain.jsonl", 300, 5, chat=False)
+    assert run("calibrate", plain, "-s", "mutual_info", "-m", "platt", "-o", tmp_path / "plain.json").exit_code == 0
+    chat = _write(tmp_path / "chat.jsonl", 80, 6, chat=True)
+    result = run("evaluate", chat, "-c", tmp_path / "plain.json", "--bootstrap", "0", "--no-smooth")
+    assert result.exit_code == 2 and "scored with chat false, but" in result.stderr and "with chat true" in result.stderr
+    # a calibrator made before records said how they were read: not refused, a note that it cannot be checked
+    result = run("evaluate", chat, "-c", fitted["calibrator"], "--bootstrap", "0", "--no-smooth")
+    assert result.exit_code == 0, result.stderr
+    assert "does not record 'chat'" in " ".join(result.stderr.split())
+    # one file with records from before and after (a resumed run): not "scored with different settings"
+    records = make_records(60, 7, provenance=PROVENANCE)
+    records[10]["provenance"] = {**PROVENANCE, "chat": False}
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", records)
+    assert run("calibrate", mixed, "-s", "mutual_info", "-m", "platt", "-o", tmp_path / "m.json").exit_code == 0

@@ -135,7 +135,7 @@ def test_provenance_names_the_settings(tiny: Any, tiny_vectors: Any) -> None:
     expected = {
         "steerunc": __version__, "model": tiny.model_id, "model_fingerprint": tiny.fingerprint,
         "vectors": vectors_digest(tiny_vectors), "layer": tiny_vectors.layer, "perspectives": list(tiny_vectors.names),
-        "coeff": 0.25, "center": False, "tau": 0.4, "alpha": 0.2, "fusion": "mixture",
+        "coeff": 0.25, "center": False, "tau": 0.4, "alpha": 0.2, "fusion": "mixture", "chat": False,
     }
     assert scorer.provenance == expected and len(expected["vectors"]) == 16
     scorer.provenance["coeff"] = 9.0  # a copy: the scorer's own is not changed

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from steerunc.errors import InputError
-from steerunc.scored import PROVENANCE_VERSION_KEY, record_keys
+from steerunc.scored import LATER_PROVENANCE_KEYS, PROVENANCE_VERSION_KEY, record_keys
 
 __all__ = ["Fitted", "check_disjoint", "check_settings", "overlap"]
 
@@ -119,6 +119,11 @@ def check_settings(
     for key in list(made_for) + [k for k in scored_with if k not in made_for]:
         a, b = made_for.get(key, "(absent)"), scored_with.get(key, "(absent)")
         if a == b:
+            continue
+        if key in LATER_PROVENANCE_KEYS and "(absent)" in (a, b):
+            older = name if a == "(absent)" else data_path
+            notes.append(f"note: {older} does not record '{key}' (made before steerunc recorded it): cannot "
+                         f"check that it matches")
             continue
         if key == PROVENANCE_VERSION_KEY:
             notes.append(f"warning: {name} was fitted on records scored by steerunc {a} and {data_path} by {b} "

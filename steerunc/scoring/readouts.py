@@ -107,7 +107,9 @@ class Readout(ABC):
         record = item.record
         return ScoredRecord(
             id=record.id, mode=self.mode, label=record.label, human_probs=record.human_probs, group=record.group,
-            truncated=item.truncated, line=record.line, provenance=dict(self.context.provenance), **fields,
+            truncated=item.truncated, line=record.line,
+            # how this record was read: its own "chat" field may differ from the run's --chat
+            provenance=dict(self.context.provenance, chat=bool(record.chat)), **fields,
         )
 
 

@@ -129,6 +129,7 @@ class Scorer:
             "tau": float(config.fusion.tau),
             "alpha": float(config.fusion.alpha),
             "fusion": config.fusion.method,
+            "chat": bool(config.chat),  # the run's; a record's own provenance says how it was read
         }
         context = ReadoutContext(
             names=self.names, unembed=self.unembed, fusion=config.fusion, device=model.device,
