@@ -234,6 +234,20 @@ def test_triage_max_risk_policy_round_trip(files: dict[str, str], tmp_path: Path
     ]
 
 
+def test_triage_max_risk_warns_when_the_threshold_records_come_in_groups(files: dict[str, str], tmp_path: Path) -> None:
+    records = read_jsonl(files["test"])
+    for i, r in enumerate(records):
+        r["group"] = f"q{i // 3}"
+    grouped = write_jsonl(tmp_path / "grouped.jsonl", records)
+    result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", "--calibration-data", grouped)
+    assert result.exit_code == 0, result.stderr
+    assert "the 300 records in" in result.stderr and "fall in 100 groups" in " ".join(result.stderr.split())
+    alone = [dict(r, group=f"q{i}") for i, r in enumerate(records)]  # one record per group: independent
+    result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", "--calibration-data",
+                           write_jsonl(tmp_path / "alone.jsonl", alone))
+    assert result.exit_code == 0 and "groups" not in result.stderr
+
+
 def test_triage_max_risk_on_labelled_input(files: dict[str, str], tmp_path: Path) -> None:
     result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", source="test")
     assert result.exit_code == 0, result.stderr

@@ -31,7 +31,7 @@ from steerunc.errors import InputError
 from steerunc.io import Line, atomic_write_many, dumps
 from steerunc.judging.option_prior import OptionPrior
 from steerunc.judging.provenance import check_disjoint
-from steerunc.scored import TARGETS, ScoredFile, read_scored, score_names
+from steerunc.scored import TARGETS, ScoredFile, read_scored, record_groups, score_names
 from steerunc.judging.triage import Decision, Router
 from steerunc.judging.triage_bounds import budget_cut
 
@@ -250,6 +250,14 @@ def _risk_router(
         )
     if prior is not None:
         check_disjoint(prior, [d for _, d in records], source.path, prior_path, what="option prior")
+    groups = record_groups(records)
+    if groups is not None and len(set(groups)) < len(groups):
+        notes.append(
+            f"warning: the {len(groups)} records in {source.path} that choose the threshold fall in "
+            f"{len(set(groups))} groups ('group'): the guarantee assumes independent records, and records of "
+            "one group err together, so it is optimistic here; choose the threshold on one record per group "
+            "to keep it"
+        )
     confidence = calibrated_confidence(calibrator, records, source.path)
     router = Router.for_risk(
         calibrator, confidence, correct, max_risk, delta, source=os.path.basename(source.path), prior=prior
