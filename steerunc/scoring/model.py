@@ -88,6 +88,8 @@ class LoadedModel:
     fingerprint: str
     device: torch.device
     dtype: torch.dtype
+    #: the block a dev sweep chose to steer for this (built-in) model; None: none chose one
+    steer_layer: int | None = None
 
     @property
     def hf_model(self) -> Any:
@@ -107,8 +109,10 @@ class LoadedModel:
 
     @property
     def default_layer(self) -> int:
-        """The second-to-last block: steering there moved uncertainty scores most on dev data
-        (docs/results.md, "Sweep"), and one block still follows it."""
+        """The block a dev sweep chose for this model (Qwen2.5-Coder-1.5B: 20 of 28), else the
+        second-to-last block, which the sweeps on Gemma 3 270M chose (docs/results.md, "Sweeps")."""
+        if self.steer_layer is not None and 0 <= self.steer_layer < self.n_layers:
+            return self.steer_layer
         return max(0, self.n_layers - 2)
 
     @property
@@ -339,4 +343,5 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         raise AssertionError("unreachable")
     fingerprint = _fingerprint(hf_model, stored_rows)
     bridge = _boot(hf_model, tokenizer, hf_name, torch_device, torch_dtype)
-    return LoadedModel(bridge, tokenizer, name, model_id, fingerprint, torch_device, torch_dtype)
+    return LoadedModel(bridge, tokenizer, name, model_id, fingerprint, torch_device, torch_dtype,
+                       None if spec is None else spec.steer_layer)

@@ -84,6 +84,9 @@ class BuiltinModel:
     #: dtype the de-quantised weights are stored in (docs/models.md says why)
     stored_dtype: str = "float32"
     package_version: str | None = None  #: the version the GGUF size and sha256 are for
+    #: the block steered by default, where a sweep on dev data chose one (docs/results.md, "Sweeps");
+    #: None: the second-to-last block
+    steer_layer: int | None = None
 
     def cache_path(self, root: str | None = None) -> str | None:
         """The converted safetensors directory (None for in-process models)."""
@@ -146,6 +149,7 @@ QWEN_CODER = BuiltinModel(
     gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     stored_dtype="float32",
     package_version="0.2.0",
+    steer_layer=20,  # the dev sweep of 2026-11-26: layers 13, 20, 26 (benchmarks/results/sweep-qwen.json)
 )
 
 GEMMA_3_270M = BuiltinModel(
