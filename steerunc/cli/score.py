@@ -176,7 +176,7 @@ class _Summary:
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.option("--vectors", "vectors_path", type=click.Path(dir_okay=False),
               help="Steering vectors (.safetensors from 'steerunc vectors build'); default: the shipped perspectives.")
-@click.option("--layer", type=int, help="Block whose output is steered (default: the vectors' layer; shipped set: second-to-last block).")
+@click.option("--layer", type=int, help="Block whose output is steered (default: the vectors' layer; shipped set: the model's default layer, 20 on the default model, else the second-to-last block).")
 @click.option("--coeff", type=FINITE_FLOAT, default=0.1, show_default=True,
               help="Vector length relative to the mean residual norm at the layer.")
 @click.option("--center/--no-center", default=None,

@@ -31,7 +31,7 @@ def vectors() -> None:
 @click.argument("pairs_path", metavar="PAIRS", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write VECS.safetensors.")
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
-@click.option("--layer", type=int, help="Block whose output is read (default: the second-to-last block).")
+@click.option("--layer", type=int, help="Block whose output is read (default: the model's default layer: 20 on the default model, else the second-to-last block).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
@@ -169,7 +169,7 @@ def _print_check(result: dict[str, Any]) -> None:
               help="Pairs or annotations file whose 'expect' fields declare expectations "
                    "(default: those stored in VECS; for 'default', the shipped file's).")
 @click.option("--ignore-declared", is_flag=True, help="Use only the --expect flags.")
-@click.option("--layer", type=int, help="VECS 'default': the block to build and steer at (default: second-to-last); "
+@click.option("--layer", type=int, help="VECS 'default': the block to build and steer at (default: the model's default layer); "
                                         "a file: must be the file's layer.")
 @click.option("--coeff", type=FINITE_FLOAT, default=0.1, show_default=True,
               help="Vector length relative to the mean residual norm at the layer (as in 'score').")

@@ -63,7 +63,7 @@ class ScoreConfig:
     the layer: 1.0 adds a vector as long as an average residual vector."""
 
     coeff: float = 0.1  # chosen on dev data: docs/results.md, "Sweep"
-    layer: int | None = None  # None: the vectors' layer (default set: the second-to-last block)
+    layer: int | None = None  # None: the vectors' layer (default set: the model's default_layer)
     center: bool | None = None  # steer with the vectors minus their mean; None: when K >= 2 (SteeringVectors.centered)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     batch_size: int = 8  # rows per forward pass (before the K+1 fan-out)
