@@ -48,7 +48,7 @@ def test_scores_the_examples_with_every_field(tmp_path: Path) -> None:
     for record in records:
         assert {"id", "prediction", "probs", "base_prediction", "base_probs", "scores", "views", "label", "correct"} <= set(record)
         assert set(record["scores"]) == {"msp", "entropy", "mutual_info", "mean_kl", "flip_rate", "fused_entropy"}
-        assert len(record["views"]) == 6
+        assert len(record["views"]) == 5  # the shipped perspectives
         assert all({"prediction", "probs", "kl"} <= set(v) for v in record["views"].values())
         assert record["correct"] == (record["prediction"] == record["label"])
 

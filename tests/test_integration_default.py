@@ -62,7 +62,7 @@ def test_score_examples_on_the_default_model(qwen: Any, tmp_path: Path) -> None:
     spreads = []
     for record in records:
         assert {"msp", "entropy", "mutual_info", "mean_kl", "flip_rate", "fused_entropy"} <= set(record["scores"])
-        assert len(record["views"]) == 6
+        assert len(record["views"]) == 5  # the shipped perspectives
         assert abs(sum(record["probs"].values()) - 1) < 1e-5
         p_yes = [view["probs"]["Yes"] for view in record["views"].values()]
         spreads.append(max(p_yes) - min(p_yes))
@@ -93,4 +93,4 @@ def test_gemma_still_works_by_name(user_cache: None, tmp_path: Path) -> None:
     records = _score(["--model", "gemma-3-270m"], lines, tmp_path)
     assert [r["id"] for r in records] == [json.loads(line)["id"] for line in lines]
     for record in records:
-        assert record["prediction"] in ("Yes", "No") and len(record["views"]) == 6
+        assert record["prediction"] in ("Yes", "No") and len(record["views"]) == 5

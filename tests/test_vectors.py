@@ -153,13 +153,13 @@ def test_the_shipped_perspectives_declare_what_they_favour_on_an_offensiveness_p
     from steerunc.scoring.vectors_default import default_pairs_path
 
     assert read_expectations(default_pairs_path()) == {
-        "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes", "legal_expert": "No",
+        "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes",
     }
 
 
 def test_default_vectors_carry_the_declared_expectations(tiny_vectors: Any) -> None:
     assert tiny_vectors.expectations == {
-        "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes", "legal_expert": "No",
+        "strict_moderator": "Yes", "free_speech_advocate": "No", "targeted_group_member": "Yes",
     }
 
 
@@ -222,7 +222,7 @@ def test_the_pre_built_default_vectors_are_those_of_the_shipped_pairs() -> None:
 
     pairs = read_pairs(default_pairs_path())
     assert all(p.chat for p in pairs)
-    shipped = load_vectors(shipped_vectors_path("qwen2.5-coder-1.5b-instruct-q4-k-m", 26))
+    shipped = load_vectors(shipped_vectors_path("qwen2.5-coder-1.5b-instruct-q4-k-m", 20))
     assert shipped.meta["pairs"] == "steerunc default perspectives " + _pairs_digest(pairs)
     assert shipped.meta["read"] == "chat template"
     assert shipped.names == list(dict.fromkeys(p.perspective for p in pairs))

@@ -326,5 +326,5 @@ def test_cli_checks_the_shipped_set_with_its_declared_expectations(tmp_path: Pat
     result = json.loads(out.read_text())
     declared = {p["name"]: p["expect"] for p in result["perspectives"] if p["expect"]}
     assert declared == {"strict_moderator": "Yes", "free_speech_advocate": "No",
-                        "targeted_group_member": "Yes", "legal_expert": "No"}
+                        "targeted_group_member": "Yes"}
     assert res.exit_code == (0 if result["passed"] else 1)
