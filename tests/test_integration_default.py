@@ -39,7 +39,7 @@ def qwen(user_cache: None) -> Any:
 
 def test_default_model_is_qwen(qwen: Any) -> None:
     assert qwen.model_id == "qwen2.5-coder-1.5b-instruct-q4-k-m"
-    assert (qwen.n_layers, qwen.d_model, qwen.default_layer) == (28, 1536, 26)
+    assert (qwen.n_layers, qwen.d_model, qwen.default_layer) == (28, 1536, 20)  # the dev sweep's layer
     assert not qwen.prepends_bos  # Qwen names a BOS token it never adds: steering starts at 0
     ids = [qwen.tokenizer(t, add_special_tokens=False)["input_ids"] for t in (" Yes", " No", "Yes", "No")]
     assert ids == [[7414], [2308], [9454], [2753]]
