@@ -263,10 +263,10 @@ def _resamples(n: int, n_boot: int, seed: int, groups: Sequence[Any] | None) -> 
         return
     if len(groups) != n:
         raise ValueError(f"{len(groups)} groups for {n} records")
-    _, code = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
-    members = [np.flatnonzero(code == g) for g in range(int(code.max()) + 1)]
+    labels, code = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    members = [np.flatnonzero(code == g) for g in range(len(labels))]
     for _ in range(n_boot):
-        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))] or [np.zeros(0, int)])
 
 
 def _percentiles(values: list[float], n_boot: int, level: float) -> tuple[float, float] | None:
