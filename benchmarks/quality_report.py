@@ -226,8 +226,13 @@ def fused_table(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
+    """(layer, coeff, centred, signed); sweeps before signed views existed were unsigned."""
+    return row["layer"], row["coeff"], bool(row.get("center", False)), bool(row.get("signed", False))
+
+
 def sweep_tables(sweep: dict[str, Any]) -> str:
-    """Mean over data sets of the dev AUROC of each steering score, per (layer, coeff, centring) at
+    """Mean over data sets of the dev AUROC of each steering score, per (layer, coeff, centring, signed) at
     tau 0.4, alpha 0.2, K max; then per (tau, alpha, K) at the best of those: the highest mean over
     data sets and the four steering scores (the rule the defaults were chosen by)."""
     rows = sweep["rows"]
@@ -236,7 +241,7 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
     for r in rows:
         k_here = max(x["k"] for x in rows if x["dataset"] == r["dataset"])
         if r["tau"] == 0.4 and r["alpha"] == 0.2 and r["k"] == min(k_max, k_here):
-            grouped[(r["layer"], r["coeff"], bool(r.get("center", False)))].append(r)
+            grouped[_setting(r)].append(r)
 
     def mean(values: list[float | None]) -> float | None:
         kept = [v for v in values if v is not None]
@@ -245,15 +250,15 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
     def overall(rs: list[dict[str, Any]]) -> float | None:
         return mean([mean([r["auroc"][s] for s in STEER_SCORES]) for r in rs])
 
-    out = ["| layer | coeff | centred | mean of the four | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
+    out = ["| layer | coeff | centred | signed | mean of the four | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
            + " | AUROC msp | fused acc. - base acc. | JS fused - JS base | Spearman(mutual_info, msp) | "
            + " | ".join(f"MI AUROC {d}" for d in sweep["datasets"]) + " |",
-           "| ---: | ---: | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: | ---: | ---: | "
+           "| ---: | ---: | --- | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: | ---: | ---: | "
            + " | ".join("---:" for _ in sweep["datasets"]) + " |"]
-    for (layer, coeff, center), rs in sorted(grouped.items()):
+    for (layer, coeff, center, signed), rs in sorted(grouped.items()):
         per = {r["dataset"]: r["auroc"]["mutual_info"] for r in rs}
         out.append(
-            f"| {layer} | {coeff} | {'yes' if center else 'no'} | {_num(overall(rs))} | "
+            f"| {layer} | {coeff} | {'yes' if center else 'no'} | {'+v, -v' if signed else '+v'} | {_num(overall(rs))} | "
             + " | ".join(_num(mean([r["auroc"][s] for r in rs])) for s in STEER_SCORES)
             + f" | {_num(mean([r['auroc']['msp'] for r in rs]))} | "
             + f"{_num(mean([r['fused_accuracy'] - r['base_accuracy'] for r in rs]))} | "
@@ -263,7 +268,8 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
             + " | ".join(_num(per.get(d)) for d in sweep["datasets"]) + " |"
         )
     best = max(grouped, key=lambda key: overall(grouped[key]) or 0)
-    out += ["", f"tau, alpha and K at layer {best[0]}, coeff {best[1]}, {'centred' if best[2] else 'raw'} vectors "
+    out += ["", f"tau, alpha and K at layer {best[0]}, coeff {best[1]}, {'centred' if best[2] else 'raw'} vectors"
+            f"{', signed views' if best[3] else ''} "
             "(K = all: each set's largest K):", "",
             "| tau | alpha | K | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
             + " | fused acc. - base acc. | JS fused - JS base |",
@@ -272,8 +278,7 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
     for tau in sweep["taus"]:
         for alpha in sweep["alphas"]:
             for k in sweep["ks"]:
-                rs = [r for r in rows if (r["layer"], r["coeff"], bool(r.get("center", False)), r["tau"],
-                                          r["alpha"]) == (*best, tau, alpha)
+                rs = [r for r in rows if (*_setting(r), r["tau"], r["alpha"]) == (*best, tau, alpha)
                       and r["k"] == min(k, k_of[r["dataset"]])]
                 js = [r["js_fused"] - r["js_base"] for r in rs if r["js_base"] is not None]
                 out.append(

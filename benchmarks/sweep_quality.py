@@ -1,4 +1,4 @@
-"""Sweep layer, coefficient, K, tau and alpha on the dev (calibration) part only.
+"""Sweep layer, coefficient, signed views, K, tau and alpha on the dev (calibration) part only.
 
     python benchmarks/sweep_quality.py --dataset hatexplain,chaosnli,sst2 --n-dev 60
 
@@ -7,6 +7,12 @@ split (quality_data.py): never an evaluated item. The model runs once per
 (layer, coefficient); tau, alpha and K are applied afterwards to the stored
 views (the stored view probabilities are at temperature 1, so their logs are
 the view logits up to a constant per view, which softmax ignores), with :func:`steerunc.scoring.fusion.fuse`, so they cost nothing.
+
+Signed views (``--signed 0,1``): with 1, each perspective is read steered by +v
+and by -v (2K views; centred first where centring is on). The +v views are the
+unsigned views, so one signed pass gives the rows of both.
+``--reuse-vectors`` loads the vectors an earlier sweep saved in
+``results/sweep/`` when the annotations it built them from are the same.
 
 Per setting and data set it records the dev AUROC of each score as a detector
 of the base prediction's errors, the accuracy of the base and fused
@@ -51,6 +57,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alphas", default="0,0.2,0.5")
     parser.add_argument("--ks", default="2,4,6")
     parser.add_argument("--centers", default="0,1", help="steer with raw (0) and/or centred (1) vectors")
+    parser.add_argument("--signed", default="0", help="views of +v only (0) and/or of +v and -v (1)")
+    parser.add_argument("--reuse-vectors", action="store_true",
+                        help="load vectors an earlier sweep saved for the same annotations and layers")
     parser.add_argument("--per-perspective", type=int, default=50,
                         help="annotated examples per perspective the vectors are built from (<= 50, the benchmark's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -87,7 +96,32 @@ def _views(results: list[Any]) -> tuple[list[np.ndarray], list[Any]]:
     return out, kept
 
 
-def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: float, k: int) -> dict[str, Any]:
+def _signed(vectors: Any, center: bool) -> Any:
+    """2K vectors: each perspective's (centred where asked) vector, then its negative, interleaved."""
+    import torch
+
+    from steerunc.scoring.vectors import SteeringVectors
+
+    base = vectors.centered() if center else vectors
+    meta = {key: value for key, value in base.meta.items() if key != "expect"}  # names change
+    return SteeringVectors(
+        names=[f"{name}{sign}" for name in base.names for sign in ("+", "-")],
+        vectors=torch.stack([row * sign for row in base.vectors for sign in (1.0, -1.0)]),
+        layer=base.layer, model_id=base.model_id, fingerprint=base.fingerprint, resid_norm=base.resid_norm,
+        n_pairs=[n for n in base.n_pairs for _ in (0, 1)], meta={**meta, "signed": "true"},
+    )
+
+
+def _pick(z_list: list[np.ndarray], signed_pass: bool, signed: bool, k: int) -> list[np.ndarray]:
+    """The rows of the first k perspectives: base + k views (+v), or base + 2k (+v, -v)."""
+    if not signed_pass:
+        return [z[: k + 1] for z in z_list]
+    if signed:
+        return [z[: 2 * k + 1] for z in z_list]
+    return [z[[0, *range(1, 2 * k + 1, 2)]] for z in z_list]
+
+
+def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: float) -> dict[str, Any]:
     import torch
 
     from steerunc.scoring.fusion import FusionConfig, fuse
@@ -97,7 +131,7 @@ def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: floa
     scores: dict[str, list[float]] = {}
     base_ok, fused_ok, js_base, js_fused = [], [], [], []
     for z, r in zip(z_list, kept):
-        fused = fuse(torch.tensor(z[: k + 1], dtype=torch.float32), config)
+        fused = fuse(torch.tensor(z, dtype=torch.float32), config)
         options = list(r.base_probs)
         for name, value in fused.scores.items():
             scores.setdefault(name, []).append(float(value))
@@ -130,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from quality_scoring import read_records
     from steerunc.scoring.annotations import read_pairs_or_annotations
-    from steerunc.scoring.vectors import build_vectors_by_layer
+    from steerunc.scoring.vectors import build_vectors_by_layer, load_vectors
 
     started = time.perf_counter()
     model = load_model(args.model, device="cpu")
@@ -140,51 +174,68 @@ def main(argv: list[str] | None = None) -> int:
     coeffs, taus, alphas = _floats(args.coeffs), _floats(args.taus), _floats(args.alphas)
     ks = [int(x) for x in args.ks.split(",")]
     centers = [bool(int(x)) for x in args.centers.split(",") if x.strip()]
+    signs = [bool(int(x)) for x in args.signed.split(",") if x.strip()]
     rows: list[dict[str, Any]] = []
     work = os.path.join(os.path.dirname(args.out), "sweep")
     os.makedirs(work, exist_ok=True)
     report: dict[str, Any] = {
         "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
-        "ks": ks, "centers": centers, "n_dev": args.n_dev, "per_perspective": args.per_perspective,
+        "ks": ks, "centers": centers, "signed": signs, "n_dev": args.n_dev, "per_perspective": args.per_perspective,
         "datasets": args.datasets, "split": "first n_dev records of each calibration split (never evaluated)",
-        "complete": False, "vector_seconds": {}, "rows": rows,
+        "complete": False, "vector_seconds": {}, "vectors_reused": {}, "rows": rows,
     }
     for dataset in args.datasets:
         task = load_task(dataset, args.data_dir, 0, args.n_dev, args.k, args.seed, args.per_perspective)
         notes = os.path.join(work, f"{dataset}-annotations.jsonl")
         dev = os.path.join(work, f"{dataset}-dev.jsonl")
+        saved = {layer: os.path.join(work, f"{dataset}-L{layer}.safetensors") for layer in layers}
+        text = "".join(json.dumps(a) + "\n" for a in task.annotations)
+        reuse = (args.reuse_vectors and all(os.path.isfile(p) for p in saved.values())
+                 and os.path.isfile(notes) and open(notes).read() == text)
+        if args.reuse_vectors and not reuse:
+            print(f"[sweep] {dataset}: no saved vectors for these annotations and layers; building", file=sys.stderr)
         with open(notes, "w") as handle:
-            handle.writelines(json.dumps(a) + "\n" for a in task.annotations)
+            handle.write(text)
         with open(dev, "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in by_length(task.cal))
         records = read_records(dev)
         k_max = len(task.perspectives)
         tick = time.perf_counter()
-        pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
-        by_layer = build_vectors_by_layer(model, pairs, layers)  # one pass to the deepest layer
+        if reuse:
+            by_layer = {layer: load_vectors(path, model) for layer, path in saved.items()}
+        else:
+            pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
+            by_layer = build_vectors_by_layer(model, pairs, layers)  # one pass to the deepest layer
         report["vector_seconds"][dataset] = time.perf_counter() - tick
-        print(f"[sweep] {dataset}: vectors at layers {layers} built in {report['vector_seconds'][dataset]:.0f}s",
-              file=sys.stderr, flush=True)
+        report["vectors_reused"][dataset] = reuse
+        print(f"[sweep] {dataset}: vectors at layers {layers} {'loaded' if reuse else 'built'} in "
+              f"{report['vector_seconds'][dataset]:.0f}s", file=sys.stderr, flush=True)
         for layer in layers:
             vectors = by_layer[layer]
-            vectors.save(os.path.join(work, f"{dataset}-L{layer}.safetensors"))
+            if not reuse:
+                vectors.save(saved[layer])
+            # one signed pass serves the unsigned rows too (its +v views are theirs)
             for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()
-                config = ScoreConfig(coeff=coeff, center=center, batch_size=args.batch_size)
-                z_list, kept = _views(list(Scorer(model, vectors, config).score_iter(records)))
+                signed_pass = any(signs)
+                config = ScoreConfig(coeff=coeff, center=False if signed_pass else center, batch_size=args.batch_size)
+                applied = _signed(vectors, center) if signed_pass else vectors
+                z_all, kept = _views(list(Scorer(model, applied, config).score_iter(records)))
                 seconds = time.perf_counter() - tick
-                for tau, alpha, k in itertools.product(taus, alphas, ks):
+                for signed, tau, alpha, k in itertools.product(signs, taus, alphas, ks):
                     if k > k_max:
                         continue
-                    # K < k_max keeps the first k views: centred, they were centred on all k_max
-                    row = {"dataset": dataset, "layer": layer, "coeff": coeff, "center": center, "tau": tau,
-                           "alpha": alpha, "k": k, "n_dev": len(kept), "score_seconds": seconds,
-                           **_evaluate(z_list, kept, tau, alpha, k)}
+                    # K < k_max keeps the first k perspectives: centred, they were centred on all k_max
+                    z_list = _pick(z_all, signed_pass, signed, k)
+                    row = {"dataset": dataset, "layer": layer, "coeff": coeff, "center": center, "signed": signed,
+                           "tau": tau, "alpha": alpha, "k": k, "n_dev": len(kept), "score_seconds": seconds,
+                           **_evaluate(z_list, kept, tau, alpha)}
                     rows.append(row)
+                mi = {int(s): _evaluate(_pick(z_all, signed_pass, s, k_max), kept, 0.4, 0.2)["auroc"]["mutual_info"]
+                      for s in signs}
                 print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
-                      f"{seconds:.0f}s; MI AUROC at tau 0.4: "
-                      f"{_evaluate(z_list, kept, 0.4, 0.2, k_max)['auroc']['mutual_info']}", file=sys.stderr, flush=True)
+                      f"{seconds:.0f}s; MI AUROC at tau 0.4 (by signed): {mi}", file=sys.stderr, flush=True)
                 _write(args.out, report, started)  # after each setting: a stopped sweep keeps what it measured
     report["complete"] = True
     _write(args.out, report, started)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,3 +237,49 @@ def test_steering_adds_and_prior_on_synthetic_scored_files(tmp_path: Path) -> No
     _scored_file(mixed, 3, True, n=20, options=["Maybe"])
     assert prior_effect(str(mixed), str(mixed), str(tmp_path / "p2"))["base"]["skipped"] == (
         "records offer different option lists")
+
+
+def test_sweep_signed_views_and_vector_reuse(tmp_path: Path, tiny: Any, tiny_vectors: Any) -> None:
+    """A signed pass's +v views are the unsigned views; the sweep runs end to end, and a second
+    run reuses the first's vectors only while the annotations are the same."""
+    import sweep_quality
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
+    from steerunc.records import Record
+
+    records = [Record(id=str(i), text=t, options=["Yes", "No"]) for i, t in enumerate(["a fine day", "so bad"])]
+    config = ScoreConfig(coeff=0.5, center=True)
+    plain, _ = sweep_quality._views(list(Scorer(tiny, tiny_vectors, config).score_iter(records)))
+    signed_vectors = sweep_quality._signed(tiny_vectors, center=True)
+    k = len(tiny_vectors.names)
+    assert signed_vectors.names[:2] == [tiny_vectors.names[0] + "+", tiny_vectors.names[0] + "-"]
+    both, _ = sweep_quality._views(list(Scorer(tiny, signed_vectors, ScoreConfig(coeff=0.5, center=False))
+                                        .score_iter(records)))
+    for z, z_plain in zip(sweep_quality._pick(both, True, False, k), plain):
+        np.testing.assert_allclose(z, z_plain, atol=1e-5)
+    assert all(z.shape[0] == 2 * k + 1 for z in sweep_quality._pick(both, True, True, k))
+    # -v moves the other way: the two views differ from each other and from base
+    z = both[0]
+    assert not np.allclose(z[1], z[2], atol=1e-4)
+
+    data = _synthetic(tmp_path / "data")
+    out = tmp_path / "results" / "sweep.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "sweep_quality.py"), "--dataset", "sst2", "--model",
+           "tiny-random", "--n-dev", "6", "--k", "2", "--per-perspective", "3", "--layers", "1",
+           "--coeffs", "0.5", "--centers", "1", "--signed", "0,1", "--taus", "0.4", "--alphas", "0.2", "--ks", "2",
+           "--data-dir", str(data), "--out", str(out)]
+    for reuse in (False, True):
+        done = subprocess.run(cmd + (["--reuse-vectors"] if reuse else []), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        sweep = json.loads(out.read_text())
+        assert sweep["complete"] and sweep["vectors_reused"] == {"sst2": reuse}
+        rows = {r["signed"]: r for r in sweep["rows"]}
+        assert set(rows) == {False, True} and rows[True]["n_dev"] == 6
+    # other annotations (more examples per perspective): the saved vectors are not theirs
+    done = subprocess.run([*cmd, "--reuse-vectors", "--per-perspective", "4"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(out.read_text())["vectors_reused"] == {"sst2": False}
+    from quality_report import sweep_tables
+
+    assert "| +v, -v |" in sweep_tables(json.loads(out.read_text()))
