@@ -227,8 +227,9 @@ def fused_table(reports: list[dict[str, Any]]) -> str:
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
-    """(layer, coeff, centred, signed); sweeps before signed views existed were unsigned."""
-    return row["layer"], row["coeff"], bool(row.get("center", False)), bool(row.get("signed", False))
+    """(layer, coeff, centred, signed, perspectives); sweeps before these keys were unsigned, from annotations."""
+    return (row["layer"], row["coeff"], bool(row.get("center", False)), bool(row.get("signed", False)),
+            row.get("perspectives", "annotations"))
 
 
 def sweep_tables(sweep: dict[str, Any]) -> str:
@@ -239,7 +240,7 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
     k_max = max(sweep["ks"])
     grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        k_here = max(x["k"] for x in rows if x["dataset"] == r["dataset"])
+        k_here = max(x["k"] for x in rows if (x["dataset"], _setting(x)[4]) == (r["dataset"], _setting(r)[4]))
         if r["tau"] == 0.4 and r["alpha"] == 0.2 and r["k"] == min(k_max, k_here):
             grouped[_setting(r)].append(r)
 
@@ -250,15 +251,18 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
     def overall(rs: list[dict[str, Any]]) -> float | None:
         return mean([mean([r["auroc"][s] for s in STEER_SCORES]) for r in rs])
 
-    out = ["| layer | coeff | centred | signed | mean of the four | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
+    out = ["| perspectives | layer | coeff | centred | signed | mean of the four | "
+           + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
            + " | AUROC msp | fused acc. - base acc. | JS fused - JS base | Spearman(mutual_info, msp) | "
            + " | ".join(f"MI AUROC {d}" for d in sweep["datasets"]) + " |",
-           "| ---: | ---: | --- | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: | ---: | ---: | "
+           "| --- | ---: | ---: | --- | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES)
+           + " | ---: | ---: | ---: | ---: | "
            + " | ".join("---:" for _ in sweep["datasets"]) + " |"]
-    for (layer, coeff, center, signed), rs in sorted(grouped.items()):
+    for (layer, coeff, center, signed, source), rs in sorted(grouped.items()):
         per = {r["dataset"]: r["auroc"]["mutual_info"] for r in rs}
         out.append(
-            f"| {layer} | {coeff} | {'yes' if center else 'no'} | {'+v, -v' if signed else '+v'} | {_num(overall(rs))} | "
+            f"| {source} | {layer} | {coeff} | {'yes' if center else 'no'} | {'+v, -v' if signed else '+v'} | "
+            f"{_num(overall(rs))} | "
             + " | ".join(_num(mean([r["auroc"][s] for r in rs])) for s in STEER_SCORES)
             + f" | {_num(mean([r['auroc']['msp'] for r in rs]))} | "
             + f"{_num(mean([r['fused_accuracy'] - r['base_accuracy'] for r in rs]))} | "
@@ -269,12 +273,13 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
         )
     best = max(grouped, key=lambda key: overall(grouped[key]) or 0)
     out += ["", f"tau, alpha and K at layer {best[0]}, coeff {best[1]}, {'centred' if best[2] else 'raw'} vectors"
-            f"{', signed views' if best[3] else ''} "
+            f"{', signed views' if best[3] else ''}{', shipped perspectives' if best[4] == 'shipped' else ''} "
             "(K = all: each set's largest K):", "",
             "| tau | alpha | K | " + " | ".join(f"AUROC {s}" for s in STEER_SCORES)
             + " | fused acc. - base acc. | JS fused - JS base |",
             "| ---: | ---: | ---: | " + " | ".join("---:" for _ in STEER_SCORES) + " | ---: | ---: |"]
-    k_of = {d: max(x["k"] for x in rows if x["dataset"] == d) for d in sweep["datasets"]}
+    k_of = {d: max(x["k"] for x in rows if x["dataset"] == d and _setting(x)[4] == best[4])
+            for d in sweep["datasets"]}
     for tau in sweep["taus"]:
         for alpha in sweep["alphas"]:
             for k in sweep["ks"]:

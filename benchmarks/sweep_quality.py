@@ -13,6 +13,8 @@ and by -v (2K views; centred first where centring is on). The +v views are the
 unsigned views, so one signed pass gives the rows of both.
 ``--reuse-vectors`` loads the vectors an earlier sweep saved in
 ``results/sweep/`` when the annotations it built them from are the same.
+``--perspectives shipped`` steers with the model's shipped perspectives
+(``steerunc score``'s defaults) instead of vectors built from each set's annotations.
 
 Per setting and data set it records the dev AUROC of each score as a detector
 of the base prediction's errors, the accuracy of the base and fused
@@ -58,6 +60,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ks", default="2,4,6")
     parser.add_argument("--centers", default="0,1", help="steer with raw (0) and/or centred (1) vectors")
     parser.add_argument("--signed", default="0", help="views of +v only (0) and/or of +v and -v (1)")
+    parser.add_argument("--perspectives", choices=("annotations", "shipped"), default="annotations",
+                        help="vectors built from each set's annotations, or the shipped (steerunc score's) set")
     parser.add_argument("--reuse-vectors", action="store_true",
                         help="load vectors an earlier sweep saved for the same annotations and layers")
     parser.add_argument("--per-perspective", type=int, default=50,
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from quality_scoring import read_records
     from steerunc.scoring.annotations import read_pairs_or_annotations
     from steerunc.scoring.vectors import build_vectors_by_layer, load_vectors
+    from steerunc.scoring.vectors_default import default_vectors
 
     started = time.perf_counter()
     model = load_model(args.model, device="cpu")
@@ -181,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
-        "ks": ks, "centers": centers, "signed": signs, "n_dev": args.n_dev, "per_perspective": args.per_perspective,
+        "ks": ks, "centers": centers, "signed": signs, "perspectives": args.perspectives, "n_dev": args.n_dev,
+        "per_perspective": args.per_perspective,
         "datasets": args.datasets, "split": "first n_dev records of each calibration split (never evaluated)",
         "complete": False, "vector_seconds": {}, "vectors_reused": {}, "rows": rows,
     }
@@ -202,38 +208,45 @@ def main(argv: list[str] | None = None) -> int:
         records = read_records(dev)
         k_max = len(task.perspectives)
         tick = time.perf_counter()
-        if reuse:
+        if args.perspectives == "shipped":
+            by_layer = {layer: default_vectors(model, layer) for layer in layers}
+            k_max = len(by_layer[layers[0]].names)
+            reuse = False
+        elif reuse:
             by_layer = {layer: load_vectors(path, model) for layer, path in saved.items()}
         else:
             pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
             by_layer = build_vectors_by_layer(model, pairs, layers)  # one pass to the deepest layer
         report["vector_seconds"][dataset] = time.perf_counter() - tick
         report["vectors_reused"][dataset] = reuse
-        print(f"[sweep] {dataset}: vectors at layers {layers} {'loaded' if reuse else 'built'} in "
+        print(f"[sweep] {dataset}: {args.perspectives} vectors at layers {layers} "
+              f"{'loaded' if reuse else 'ready'} in "
               f"{report['vector_seconds'][dataset]:.0f}s", file=sys.stderr, flush=True)
         for layer in layers:
             vectors = by_layer[layer]
-            if not reuse:
+            if args.perspectives == "annotations" and not reuse:
                 vectors.save(saved[layer])
             # one signed pass serves the unsigned rows too (its +v views are theirs)
             for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()
                 signed_pass = any(signs)
-                config = ScoreConfig(coeff=coeff, center=False if signed_pass else center, batch_size=args.batch_size)
+                config = ScoreConfig(coeff=coeff, center=False if signed_pass else center,
+                                     batch_size=args.batch_size)
                 applied = _signed(vectors, center) if signed_pass else vectors
                 z_all, kept = _views(list(Scorer(model, applied, config).score_iter(records)))
                 seconds = time.perf_counter() - tick
-                for signed, tau, alpha, k in itertools.product(signs, taus, alphas, ks):
-                    if k > k_max:
-                        continue
+                # a K above this set's perspectives means all of them
+                ks_here = sorted({min(k, k_max) for k in ks})
+                for signed, tau, alpha, k in itertools.product(signs, taus, alphas, ks_here):
                     # K < k_max keeps the first k perspectives: centred, they were centred on all k_max
                     z_list = _pick(z_all, signed_pass, signed, k)
-                    row = {"dataset": dataset, "layer": layer, "coeff": coeff, "center": center, "signed": signed,
-                           "tau": tau, "alpha": alpha, "k": k, "n_dev": len(kept), "score_seconds": seconds,
+                    row = {"dataset": dataset, "perspectives": args.perspectives, "layer": layer, "coeff": coeff,
+                           "center": center, "signed": signed, "tau": tau, "alpha": alpha, "k": k,
+                           "n_dev": len(kept), "score_seconds": seconds,
                            **_evaluate(z_list, kept, tau, alpha)}
                     rows.append(row)
-                mi = {int(s): _evaluate(_pick(z_all, signed_pass, s, k_max), kept, 0.4, 0.2)["auroc"]["mutual_info"]
-                      for s in signs}
+                mi = {int(sign): _evaluate(_pick(z_all, signed_pass, sign, k_max), kept, 0.4, 0.2)
+                      ["auroc"]["mutual_info"] for sign in signs}
                 print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
                       f"{seconds:.0f}s; MI AUROC at tau 0.4 (by signed): {mi}", file=sys.stderr, flush=True)
                 _write(args.out, report, started)  # after each setting: a stopped sweep keeps what it measured

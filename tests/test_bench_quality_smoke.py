@@ -283,3 +283,10 @@ def test_sweep_signed_views_and_vector_reuse(tmp_path: Path, tiny: Any, tiny_vec
     from quality_report import sweep_tables
 
     assert "| +v, -v |" in sweep_tables(json.loads(out.read_text()))
+    # the shipped perspectives instead of the set's annotations: K is theirs, whatever --ks asks
+    done = subprocess.run([*cmd, "--perspectives", "shipped", "--ks", "9"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shipped = json.loads(out.read_text())
+    assert {(r["perspectives"], r["k"]) for r in shipped["rows"]} == {("shipped", len(tiny_vectors.names))}
+    assert "| shipped |" in sweep_tables(shipped)
