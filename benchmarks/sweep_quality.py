@@ -60,6 +60,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ks", default="2,4,6")
     parser.add_argument("--centers", default="0,1", help="steer with raw (0) and/or centred (1) vectors")
     parser.add_argument("--signed", default="0", help="views of +v only (0) and/or of +v and -v (1)")
+    parser.add_argument("--signed-coeffs", default="",
+                        help="the coefficients --signed applies to (default: all); the others run unsigned only")
     parser.add_argument("--perspectives", choices=("annotations", "shipped"), default="annotations",
                         help="vectors built from each set's annotations, or the shipped (steerunc score's) set")
     parser.add_argument("--reuse-vectors", action="store_true",
@@ -180,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(x) for x in args.ks.split(",")]
     centers = [bool(int(x)) for x in args.centers.split(",") if x.strip()]
     signs = [bool(int(x)) for x in args.signed.split(",") if x.strip()]
+    signed_coeffs = _floats(args.signed_coeffs) if args.signed_coeffs else coeffs
     rows: list[dict[str, Any]] = []
     work = os.path.join(os.path.dirname(args.out), "sweep")
     os.makedirs(work, exist_ok=True)
     report: dict[str, Any] = {
         "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
-        "ks": ks, "centers": centers, "signed": signs, "perspectives": args.perspectives, "n_dev": args.n_dev,
+        "ks": ks, "centers": centers, "signed": signs, "signed_coeffs": signed_coeffs, "perspectives": args.perspectives, "n_dev": args.n_dev,
         "per_perspective": args.per_perspective,
         "datasets": args.datasets, "split": "first n_dev records of each calibration split (never evaluated)",
         "complete": False, "vector_seconds": {}, "vectors_reused": {}, "rows": rows,
@@ -229,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             # one signed pass serves the unsigned rows too (its +v views are theirs)
             for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()
-                signed_pass = any(signs)
+                signs_here = signs if coeff in signed_coeffs else [False]
+                if not signs_here:
+                    continue
+                signed_pass = any(signs_here)
                 config = ScoreConfig(coeff=coeff, center=False if signed_pass else center,
                                      batch_size=args.batch_size)
                 applied = _signed(vectors, center) if signed_pass else vectors
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = time.perf_counter() - tick
                 # a K above this set's perspectives means all of them
                 ks_here = sorted({min(k, k_max) for k in ks})
-                for signed, tau, alpha, k in itertools.product(signs, taus, alphas, ks_here):
+                for signed, tau, alpha, k in itertools.product(signs_here, taus, alphas, ks_here):
                     # K < k_max keeps the first k perspectives: centred, they were centred on all k_max
                     z_list = _pick(z_all, signed_pass, signed, k)
                     row = {"dataset": dataset, "perspectives": args.perspectives, "layer": layer, "coeff": coeff,
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                            **_evaluate(z_list, kept, tau, alpha)}
                     rows.append(row)
                 mi = {int(sign): _evaluate(_pick(z_all, signed_pass, sign, k_max), kept, 0.4, 0.2)
-                      ["auroc"]["mutual_info"] for sign in signs}
+                      ["auroc"]["mutual_info"] for sign in signs_here}
                 print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
                       f"{seconds:.0f}s; MI AUROC at tau 0.4 (by signed): {mi}", file=sys.stderr, flush=True)
                 _write(args.out, report, started)  # after each setting: a stopped sweep keeps what it measured

@@ -265,7 +265,7 @@ def test_sweep_signed_views_and_vector_reuse(tmp_path: Path, tiny: Any, tiny_vec
     out = tmp_path / "results" / "sweep.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "sweep_quality.py"), "--dataset", "sst2", "--model",
            "tiny-random", "--n-dev", "6", "--k", "2", "--per-perspective", "3", "--layers", "1",
-           "--coeffs", "0.5", "--centers", "1", "--signed", "0,1", "--taus", "0.4", "--alphas", "0.2", "--ks", "2",
+           "--coeffs", "0.5,0.25", "--signed-coeffs", "0.5", "--centers", "1", "--signed", "0,1", "--taus", "0.4", "--alphas", "0.2", "--ks", "2",
            "--data-dir", str(data), "--out", str(out)]
     for reuse in (False, True):
         done = subprocess.run(cmd + (["--reuse-vectors"] if reuse else []), capture_output=True, text=True,
@@ -273,8 +273,8 @@ def test_sweep_signed_views_and_vector_reuse(tmp_path: Path, tiny: Any, tiny_vec
         assert done.returncode == 0, done.stderr[-3000:]
         sweep = json.loads(out.read_text())
         assert sweep["complete"] and sweep["vectors_reused"] == {"sst2": reuse}
-        rows = {r["signed"]: r for r in sweep["rows"]}
-        assert set(rows) == {False, True} and rows[True]["n_dev"] == 6
+        assert sorted((r["coeff"], r["signed"]) for r in sweep["rows"]) == [(0.25, False), (0.5, False), (0.5, True)]
+        assert all(r["n_dev"] == 6 for r in sweep["rows"])
     # other annotations (more examples per perspective): the saved vectors are not theirs
     done = subprocess.run([*cmd, "--reuse-vectors", "--per-perspective", "4"], capture_output=True, text=True,
                           timeout=600)
