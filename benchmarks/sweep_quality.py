@@ -12,7 +12,8 @@ Signed views (``--signed 0,1``): with 1, each perspective is read steered by +v
 and by -v (2K views; centred first where centring is on). The +v views are the
 unsigned views, so one signed pass gives the rows of both.
 ``--reuse-vectors`` loads the vectors an earlier sweep saved in
-``results/sweep/`` when the annotations it built them from are the same.
+``results/sweep/`` when each file records (a SHA-256 in its metadata) that it
+was built from the same annotations.
 ``--perspectives shipped`` steers with the model's shipped perspectives
 (``steerunc score``'s defaults) instead of vectors built from each set's annotations.
 
@@ -25,12 +26,14 @@ Jensen-Shannon distance of base and fused to them. Writes one JSON.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import math
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,20 @@ sys.path.insert(0, HERE)
 
 from quality_data import DATASETS, by_length, load_task  # noqa: E402
 
+
+
+#: vector-file metadata: SHA-256 of the annotations file the sweep built the vectors from
+SWEEP_KEY = "sweep_annotations_sha256"
+
+
+def _built_from(path: str, digest: str) -> bool:
+    """Whether ``path`` holds vectors a sweep built from annotations with this digest."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        return False
+    with safe_open(path, framework="pt") as handle:
+        return (handle.metadata() or {}).get(SWEEP_KEY) == digest
 
 
 def _floats(text: str) -> list[float]:
@@ -200,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         dev = os.path.join(work, f"{dataset}-dev.jsonl")
         saved = {layer: os.path.join(work, f"{dataset}-L{layer}.safetensors") for layer in layers}
         text = "".join(json.dumps(a) + "\n" for a in task.annotations)
-        reuse = (args.reuse_vectors and all(os.path.isfile(p) for p in saved.values())
-                 and os.path.isfile(notes) and open(notes).read() == text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        reuse = args.perspectives == "annotations" and args.reuse_vectors and all(
+            _built_from(path, digest) for path in saved.values())
         if args.reuse_vectors and not reuse:
             print(f"[sweep] {dataset}: no saved vectors for these annotations and layers; building", file=sys.stderr)
         with open(notes, "w") as handle:
@@ -214,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.perspectives == "shipped":
             by_layer = {layer: default_vectors(model, layer) for layer in layers}
             k_max = len(by_layer[layers[0]].names)
-            reuse = False
         elif reuse:
             by_layer = {layer: load_vectors(path, model) for layer, path in saved.items()}
         else:
@@ -228,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for layer in layers:
             vectors = by_layer[layer]
             if args.perspectives == "annotations" and not reuse:
-                vectors.save(saved[layer])
+                replace(vectors, meta={**vectors.meta, SWEEP_KEY: digest}).save(saved[layer])
             # one signed pass serves the unsigned rows too (its +v views are theirs)
             for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()

@@ -275,11 +275,14 @@ def test_sweep_signed_views_and_vector_reuse(tmp_path: Path, tiny: Any, tiny_vec
         assert sweep["complete"] and sweep["vectors_reused"] == {"sst2": reuse}
         assert sorted((r["coeff"], r["signed"]) for r in sweep["rows"]) == [(0.25, False), (0.5, False), (0.5, True)]
         assert all(r["n_dev"] == 6 for r in sweep["rows"])
-    # other annotations (more examples per perspective): the saved vectors are not theirs
-    done = subprocess.run([*cmd, "--reuse-vectors", "--per-perspective", "4"], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(out.read_text())["vectors_reused"] == {"sst2": False}
+    # other annotations (more examples per perspective) at another layer: the first run's layer-1 file
+    # is still A's while the annotations file the sweep writes is now B's; it must not be taken for B's
+    other = [*cmd, "--per-perspective", "4"]
+    for layers in ("2", "1"):
+        done = subprocess.run([*other, "--layers", layers, "--reuse-vectors"], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(out.read_text())["vectors_reused"] == {"sst2": False}
     from quality_report import sweep_tables
 
     assert "| +v, -v |" in sweep_tables(json.loads(out.read_text()))
