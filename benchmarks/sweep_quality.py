@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
-        "ks": ks, "centers": centers, "signed": signs, "signed_coeffs": signed_coeffs, "perspectives": args.perspectives, "n_dev": args.n_dev,
-        "per_perspective": args.per_perspective,
+        "ks": ks, "centers": centers, "signed": signs, "signed_coeffs": signed_coeffs,
+        "perspectives": args.perspectives, "n_dev": args.n_dev, "per_perspective": args.per_perspective,
         "datasets": args.datasets, "split": "first n_dev records of each calibration split (never evaluated)",
         "complete": False, "vector_seconds": {}, "vectors_reused": {}, "rows": rows,
     }
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         digest = hashlib.sha256(text.encode()).hexdigest()
         reuse = args.perspectives == "annotations" and args.reuse_vectors and all(
             _built_from(path, digest) for path in saved.values())
-        if args.reuse_vectors and not reuse:
+        if args.reuse_vectors and args.perspectives == "annotations" and not reuse:
             print(f"[sweep] {dataset}: no saved vectors for these annotations and layers; building", file=sys.stderr)
         with open(notes, "w") as handle:
             handle.write(text)
