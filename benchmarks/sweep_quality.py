@@ -50,14 +50,14 @@ from quality_data import DATASETS, by_length, load_task  # noqa: E402
 SWEEP_KEY = "sweep_annotations_sha256"
 
 
-def _built_from(path: str, digest: str) -> bool:
-    """Whether ``path`` holds vectors a sweep built from annotations with this digest."""
-    from safetensors import safe_open
+def _saved(paths: dict[int, str], digest: str, model: Any) -> dict[int, Any] | None:
+    """The vectors an earlier sweep saved at every layer from annotations with this digest, else None."""
+    from steerunc.scoring.vectors import load_vectors
 
-    if not os.path.isfile(path):
-        return False
-    with safe_open(path, framework="pt") as handle:
-        return (handle.metadata() or {}).get(SWEEP_KEY) == digest
+    if not all(os.path.isfile(path) for path in paths.values()):
+        return None
+    loaded = {layer: load_vectors(path, model) for layer, path in paths.items()}
+    return loaded if all(v.meta.get(SWEEP_KEY) == digest for v in loaded.values()) else None
 
 
 def _floats(text: str) -> list[float]:
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from quality_scoring import read_records
     from steerunc.scoring.annotations import read_pairs_or_annotations
-    from steerunc.scoring.vectors import build_vectors_by_layer, load_vectors
+    from steerunc.scoring.vectors import build_vectors_by_layer
     from steerunc.scoring.vectors_default import default_vectors
 
     started = time.perf_counter()
@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = {layer: os.path.join(work, f"{dataset}-L{layer}.safetensors") for layer in layers}
         text = "".join(json.dumps(a) + "\n" for a in task.annotations)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        reuse = args.perspectives == "annotations" and args.reuse_vectors and all(
-            _built_from(path, digest) for path in saved.values())
+        earlier = _saved(saved, digest, model) if args.perspectives == "annotations" and args.reuse_vectors else None
+        reuse = earlier is not None
         if args.reuse_vectors and args.perspectives == "annotations" and not reuse:
             print(f"[sweep] {dataset}: no saved vectors for these annotations and layers; building", file=sys.stderr)
         with open(notes, "w") as handle:
@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.perspectives == "shipped":
             by_layer = {layer: default_vectors(model, layer) for layer in layers}
             k_max = len(by_layer[layers[0]].names)
-        elif reuse:
-            by_layer = {layer: load_vectors(path, model) for layer, path in saved.items()}
+        elif earlier is not None:
+            by_layer = earlier
         else:
             pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
             by_layer = build_vectors_by_layer(model, pairs, layers)  # one pass to the deepest layer
