@@ -44,6 +44,8 @@ sys.path.insert(0, HERE)
 from quality_adds import COMBINED  # noqa: E402
 from quality_data import DATASETS, PER_PERSPECTIVE, by_length, load_task  # noqa: E402
 
+from steerunc.scoring.registry import builtin, resolve_name  # noqa: E402  (imports no torch)
+
 METHODS = ("steer", "random", "prompt")
 
 
@@ -58,7 +60,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"one of {', '.join(DATASETS)}; several, comma-separated, share one model load")
     parser.add_argument("--n", type=int, default=300, help="evaluated items (default 300)")
     parser.add_argument("--n-cal", type=int, default=200, help="calibration items (default 200)")
-    parser.add_argument("--model", default="default", help="'default', 'tiny-random' or a model directory")
+    parser.add_argument("--model", default="default",
+                        help="a built-in model ('default' is resolved to the one it means, which names the run), "
+                             "'tiny-random' or a model directory")
     parser.add_argument("--k", type=int, default=6, help="perspectives (at most; default 6)")
     parser.add_argument("--per-perspective", type=int, default=PER_PERSPECTIVE,
                         help=f"annotated examples per perspective (at most {PER_PERSPECTIVE})")
@@ -83,6 +87,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="keep scored files of an earlier run with these settings (one line per record) and only "
                              "re-judge them; their scoring timings are taken from that run's JSON (null if none)")
     args = parser.parse_args(argv)
+    # runs are named by the model itself: 'default' has meant more than one model over time
+    args.model = resolve_name(args.model)
     args.datasets = [d.strip() for d in args.dataset.split(",") if d.strip()]
     if not args.datasets or set(args.datasets) - set(DATASETS):
         parser.error(f"--dataset must name some of {', '.join(DATASETS)}, got {args.dataset!r}")
@@ -187,6 +193,14 @@ def _same_settings(args: argparse.Namespace, before: dict[str, Any], name: str) 
                              "or pass the earlier setting")
 
 
+def _same_model(args: argparse.Namespace, before: dict[str, Any], name: str) -> None:
+    """--reuse-scored: refuse scored files that another built-in model made."""
+    known, made_by = builtin(args.model), before.get("id")
+    if known is not None and made_by and known.model_id != made_by:
+        raise SystemExit(f"[{name}] --reuse-scored: the scored files were made by {made_by}, not by "
+                         f"{args.model} ({known.model_id}); drop --reuse-scored to score again")
+
+
 def _earlier(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The JSON of the earlier run with this name (--reuse-scored), or {}."""
     path = os.path.join(args.out, f"{name}.json")
@@ -231,6 +245,7 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
     no_model = all(reuse.values()) and bool(earlier.get("model")) and os.path.exists(files["vectors"])
     timings: dict[str, Any] = {}
     if any(reuse.values()):
+        _same_model(args, earlier.get("model", {}), name)
         _same_settings(args, earlier.get("settings", {}), name)
     if no_model:
         vectors = load_vectors(files["vectors"])

@@ -130,6 +130,21 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path, tiny: Any) -> None:
     assert reusable_vectors(tiny, str(annotations), None, str(vectors)) is None
 
 
+def test_runs_are_named_by_the_model_default_means() -> None:
+    """'default' has meant Gemma and then Qwen: a run is named by the model itself, and
+    --reuse-scored refuses scored files another built-in model made."""
+    import bench_quality
+
+    from steerunc.scoring.registry import DEFAULT_TARGET, builtin
+
+    assert bench_quality._parse(["--dataset", "sst2"]).model == DEFAULT_TARGET
+    gemma = bench_quality._parse(["--dataset", "sst2", "--model", "gemma-3-270m"])
+    bench_quality._same_model(gemma, {"id": builtin("gemma-3-270m").model_id}, "run")  # the same model: fine
+    bench_quality._same_model(gemma, {}, "run")  # an earlier JSON without the model: nothing to compare
+    with pytest.raises(SystemExit, match="made by .*, not by gemma-3-270m"):
+        bench_quality._same_model(gemma, {"id": builtin(DEFAULT_TARGET).model_id}, "run")
+
+
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real data sets are not beside this checkout")
 @pytest.mark.parametrize("name", ["sst2", "hatexplain", "chaosnli", "liar", "truthfulqa", "globalopinionqa"])
 def test_converters_on_the_real_data(name: str) -> None:
