@@ -258,7 +258,11 @@ def sweep_tables(sweep: dict[str, Any]) -> str:
            "| --- | ---: | ---: | --- | --- | ---: | " + " | ".join("---:" for _ in STEER_SCORES)
            + " | ---: | ---: | ---: | ---: | "
            + " | ".join("---:" for _ in sweep["datasets"]) + " |"]
-    for (layer, coeff, center, signed, source), rs in sorted(grouped.items()):
+    # a layer is a block number, or several joined by '+' (steered at once): order by the blocks
+    def order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (tuple(int(x) for x in str(key[0]).split("+")), *key[1:])
+
+    for (layer, coeff, center, signed, source), rs in sorted(grouped.items(), key=lambda item: order(item[0])):
         per = {r["dataset"]: r["auroc"]["mutual_info"] for r in rs}
         out.append(
             f"| {source} | {layer} | {coeff} | {'yes' if center else 'no'} | {'+v, -v' if signed else '+v'} | "

@@ -17,6 +17,12 @@ was built from the same annotations.
 ``--perspectives shipped`` steers with the model's shipped perspectives
 (``steerunc score``'s defaults) instead of vectors built from each set's annotations.
 
+Several layers at once (``--layer-sets 20+26``): each view adds its perspective's
+vector built at every layer of the set, each scaled by the coefficient at its own
+layer (the library steers one block; the sweep adds the later layers' vectors with
+hooks on the fanned-out rows, :func:`_also_steering`). Given ``--layer-sets`` and
+no ``--layers``, no single layer runs. Layer sets run unsigned.
+
 Per setting and data set it records the dev AUROC of each score as a detector
 of the base prediction's errors, the accuracy of the base and fused
 predictions and, where people's label distributions exist, the mean
@@ -60,6 +66,38 @@ def _saved(paths: dict[int, str], digest: str, model: Any) -> dict[int, Any] | N
     return loaded if all(v.meta.get(SWEEP_KEY) == digest for v in loaded.values()) else None
 
 
+def _also_steering(model: Any, scorer: Any, extra: dict[int, Any]) -> Any:
+    """A context in which ``scorer``'s K views also add ``extra[layer]`` (``[K, d_model]``, already
+    scaled) after each later block ``layer``, from the scorer's first steered position on."""
+    from steerunc.scoring.views import hook_name
+
+    views = len(scorer.names) + 1
+
+    def add(steer: Any) -> Any:
+        def hook(resid: Any, hook: Any) -> Any:
+            if resid.shape[0] % views:
+                raise RuntimeError(f"{hook.name}: {resid.shape[0]} rows are not fanned out to {views} views")
+            out = resid.clone().view(resid.shape[0] // views, views, *resid.shape[1:])
+            out[:, 1:, scorer.start:, :] += steer.to(resid.device, resid.dtype)[None, :, None, :]
+            return out.view(resid.shape)
+
+        return hook
+
+    for layer in extra:
+        if not scorer.layer < layer < model.n_layers - 1:
+            raise ValueError(f"layer {layer}: a set's other layers must come after {scorer.layer} and before "
+                             f"the final block ({model.n_layers - 1})")
+    return model.bridge.hooks(fwd_hooks=[(hook_name(layer), add(steer)) for layer, steer in extra.items()])
+
+
+def _layer_sets(text: str) -> list[tuple[int, ...]]:
+    """'20+26,16+20' -> [(20, 26), (16, 20)]: each set of two or more layers, ascending."""
+    sets = [tuple(sorted({int(x) for x in part.split("+")})) for part in text.split(",") if part.strip()]
+    if any(len(s) < 2 for s in sets):
+        raise SystemExit(f"--layer-sets: each set names two or more layers joined by '+', got {text!r}")
+    return sets
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -71,6 +109,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="default")
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--layers", default="", help="comma-separated; default: default-3, default-1, default (model's blocks only)")
+    parser.add_argument("--layer-sets", default="",
+                        help="comma-separated sets of layers steered at once, e.g. 20+26 (coefficient per layer)")
     parser.add_argument("--coeffs", default="0.1,0.25,0.5")
     parser.add_argument("--taus", default="0.4,1.0")
     parser.add_argument("--alphas", default="0,0.2,0.5")
@@ -193,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = load_model(args.model, device="cpu")
     d = model.default_layer
+    layer_sets = _layer_sets(args.layer_sets)
     layers = ([int(x) for x in args.layers.split(",")] if args.layers
+              else [] if layer_sets
               else sorted({min(max(x, 0), model.n_layers - 1) for x in (d - 3, d - 1, d)}))
+    needed = sorted(set(layers).union(*layer_sets))  # the layers vectors are built at
     coeffs, taus, alphas = _floats(args.coeffs), _floats(args.taus), _floats(args.alphas)
     ks = [int(x) for x in args.ks.split(",")]
     centers = [bool(int(x)) for x in args.centers.split(",") if x.strip()]
@@ -205,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(work, exist_ok=True)
     report: dict[str, Any] = {
         "command": "python benchmarks/sweep_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": args.model, "default_layer": d, "layers": layers, "coeffs": coeffs, "taus": taus, "alphas": alphas,
+        "model": args.model, "default_layer": d, "layers": layers,
+        "layer_sets": ["+".join(map(str, s)) for s in layer_sets], "coeffs": coeffs, "taus": taus, "alphas": alphas,
         "ks": ks, "centers": centers, "signed": signs, "signed_coeffs": signed_coeffs,
         "perspectives": args.perspectives, "n_dev": args.n_dev, "per_perspective": args.per_perspective,
         "datasets": args.datasets, "split": "first n_dev records of each calibration split (never evaluated)",
@@ -215,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         task = load_task(dataset, args.data_dir, 0, args.n_dev, args.k, args.seed, args.per_perspective)
         notes = os.path.join(work, f"{dataset}-annotations.jsonl")
         dev = os.path.join(work, f"{dataset}-dev.jsonl")
-        saved = {layer: os.path.join(work, f"{dataset}-L{layer}.safetensors") for layer in layers}
+        saved = {layer: os.path.join(work, f"{dataset}-L{layer}.safetensors") for layer in needed}
         text = "".join(json.dumps(a) + "\n" for a in task.annotations)
         digest = hashlib.sha256(text.encode()).hexdigest()
         earlier = _saved(saved, digest, model) if args.perspectives == "annotations" and args.reuse_vectors else None
@@ -230,22 +274,23 @@ def main(argv: list[str] | None = None) -> int:
         k_max = len(task.perspectives)
         tick = time.perf_counter()
         if args.perspectives == "shipped":
-            by_layer = {layer: default_vectors(model, layer) for layer in layers}
-            k_max = len(by_layer[layers[0]].names)
+            by_layer = {layer: default_vectors(model, layer) for layer in needed}
+            k_max = len(by_layer[needed[0]].names)
         elif earlier is not None:
             by_layer = earlier
         else:
             pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
-            by_layer = build_vectors_by_layer(model, pairs, layers)  # one pass to the deepest layer
+            by_layer = build_vectors_by_layer(model, pairs, needed)  # one pass to the deepest layer
         report["vector_seconds"][dataset] = time.perf_counter() - tick
         report["vectors_reused"][dataset] = reuse
-        print(f"[sweep] {dataset}: {args.perspectives} vectors at layers {layers} "
+        print(f"[sweep] {dataset}: {args.perspectives} vectors at layers {needed} "
               f"{'loaded' if reuse else 'ready'} in "
               f"{report['vector_seconds'][dataset]:.0f}s", file=sys.stderr, flush=True)
+        if args.perspectives == "annotations" and not reuse:
+            for layer in needed:
+                replace(by_layer[layer], meta={**by_layer[layer].meta, SWEEP_KEY: digest}).save(saved[layer])
         for layer in layers:
             vectors = by_layer[layer]
-            if args.perspectives == "annotations" and not reuse:
-                replace(vectors, meta={**vectors.meta, SWEEP_KEY: digest}).save(saved[layer])
             # one signed pass serves the unsigned rows too (its +v views are theirs)
             for coeff, center in itertools.product(coeffs, centers):
                 tick = time.perf_counter()
@@ -273,6 +318,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
                       f"{seconds:.0f}s; MI AUROC at tau 0.4 (by signed): {mi}", file=sys.stderr, flush=True)
                 _write(args.out, report, started)  # after each setting: a stopped sweep keeps what it measured
+        for members, coeff, center in itertools.product(layer_sets, coeffs, centers):
+            tick = time.perf_counter()
+            config = ScoreConfig(coeff=coeff, center=center, batch_size=args.batch_size)
+            scorer = Scorer(model, by_layer[members[0]], config)
+            extra = {layer: (by_layer[layer].centered() if scorer.centred else by_layer[layer]).scaled(coeff)
+                     for layer in members[1:]}
+            with _also_steering(model, scorer, extra):
+                z_all, kept = _views(list(scorer.score_iter(records)))
+            seconds = time.perf_counter() - tick
+            label = "+".join(map(str, members))
+            for tau, alpha, k in itertools.product(taus, alphas, sorted({min(k, k_max) for k in ks})):
+                rows.append({"dataset": dataset, "perspectives": args.perspectives, "layer": label, "coeff": coeff,
+                             "center": center, "signed": False, "tau": tau, "alpha": alpha, "k": k,
+                             "n_dev": len(kept), "score_seconds": seconds,
+                             **_evaluate(_pick(z_all, False, False, k), kept, tau, alpha)})
+            mi = _evaluate(_pick(z_all, False, False, k_max), kept, 0.4, 0.2)["auroc"]["mutual_info"]
+            print(f"[sweep] {dataset} L{label} c{coeff} centre={int(center)}: {len(kept)} dev records in "
+                  f"{seconds:.0f}s; MI AUROC at tau 0.4: {mi}", file=sys.stderr, flush=True)
+            _write(args.out, report, started)
     report["complete"] = True
     _write(args.out, report, started)
     print(f"[sweep] wrote {args.out} ({len(rows)} rows) in {report['seconds']:.0f}s", file=sys.stderr)

@@ -308,3 +308,55 @@ def test_sweep_signed_views_and_vector_reuse(tmp_path: Path, tiny: Any, tiny_vec
     shipped = json.loads(out.read_text())
     assert {(r["perspectives"], r["k"]) for r in shipped["rows"]} == {("shipped", len(tiny_vectors.names))}
     assert "| shipped |" in sweep_tables(shipped)
+
+
+def test_sweep_several_layers_at_once(tmp_path: Path, tiny: Any, tiny_vectors: Any) -> None:
+    """Steering a set of layers: a later layer's vectors land on the views (not the base view), from
+    the first steered position on, exactly as if that layer were steered alone; the sweep runs it."""
+    from dataclasses import replace
+
+    import torch
+
+    import sweep_quality
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
+    from steerunc.records import Record
+
+    records = [Record(id=str(i), text=t, options=["Yes", "No"]) for i, t in enumerate(["a fine day", "so bad"])]
+    config = ScoreConfig(coeff=0.5, center=False)
+    later = tiny_vectors.layer  # 2 of 4 blocks
+    alone, _ = sweep_quality._views(list(Scorer(tiny, tiny_vectors, config).score_iter(records)))
+    zero = replace(tiny_vectors, vectors=torch.zeros_like(tiny_vectors.vectors), layer=later - 1)
+    scorer = Scorer(tiny, zero, config)
+    with sweep_quality._also_steering(tiny, scorer, {later: tiny_vectors.scaled(0.5)}):
+        via_hook, _ = sweep_quality._views(list(scorer.score_iter(records)))
+    for z, z_alone in zip(via_hook, alone):
+        np.testing.assert_allclose(z, z_alone, atol=1e-5)
+        assert not np.allclose(z[1:], z[0], atol=1e-4)  # the views moved
+    earlier = replace(tiny_vectors, vectors=torch.flip(tiny_vectors.vectors, dims=[1]), layer=later - 1)
+    scorer = Scorer(tiny, earlier, config)
+    with sweep_quality._also_steering(tiny, scorer, {later: tiny_vectors.scaled(0.5)}):
+        both, _ = sweep_quality._views(list(scorer.score_iter(records)))
+    first_only, _ = sweep_quality._views(list(Scorer(tiny, earlier, config).score_iter(records)))
+    for z, z_first, z_alone in zip(both, first_only, alone):
+        np.testing.assert_allclose(z[0], z_alone[0], atol=1e-5)  # the base view is never steered
+        assert not np.allclose(z[1:], z_first[1:], atol=1e-4) and not np.allclose(z[1:], z_alone[1:], atol=1e-4)
+    with pytest.raises(ValueError, match="must come after"):
+        sweep_quality._also_steering(tiny, scorer, {later - 1: tiny_vectors.scaled(0.5)})
+    with pytest.raises(SystemExit, match="two or more"):
+        sweep_quality._layer_sets("1+2,3")
+    assert sweep_quality._layer_sets("2+1,1+2+2") == [(1, 2), (1, 2)]
+
+    data = _synthetic(tmp_path / "data")
+    out = tmp_path / "results" / "sweep.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sweep_quality.py"), "--dataset", "sst2", "--model", "tiny-random",
+         "--n-dev", "6", "--k", "2", "--per-perspective", "3", "--layer-sets", "1+2", "--coeffs", "0.5",
+         "--centers", "1", "--taus", "0.4", "--alphas", "0.2", "--ks", "2", "--data-dir", str(data), "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = json.loads(out.read_text())
+    assert sweep["layers"] == [] and sweep["layer_sets"] == ["1+2"]
+    assert [(r["layer"], r["n_dev"]) for r in sweep["rows"]] == [("1+2", 6)]
+    from quality_report import sweep_tables
+
+    assert "| annotations | 1+2 | 0.5 |" in sweep_tables(sweep)
