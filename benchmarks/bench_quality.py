@@ -170,7 +170,8 @@ class _Model:
     """The model, loaded on first use and then shared by every data set of the run."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args, self.model, self.seconds = args, None, 0.0
+        self.args, self.seconds = args, 0.0
+        self.model: Any = None
 
     def get(self) -> Any:
         if self.model is None:
@@ -260,9 +261,10 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         model = models.get()
         timings["load_model"] = models.seconds
         tick = time.perf_counter()
-        vectors = (reusable_vectors(model, files["annotations"], args.layer, files["vectors"])
-                   if args.reuse_scored else None)
-        if vectors is not None:
+        kept = (reusable_vectors(model, files["annotations"], args.layer, files["vectors"])
+                if args.reuse_scored else None)
+        if kept is not None:
+            vectors = kept
             timings["build_vectors"] = earlier.get("timings_s", {}).get("build_vectors")
             print(f"[{name}] reusing {files['vectors']}", file=sys.stderr)
         else:

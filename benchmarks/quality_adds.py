@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from steerunc.judging.calibration import CalibrationError, Calibrator, make_calibrator, save_calibrator
+from steerunc.judging.calibration import CalibrationError, make_calibrator, save_calibrator
 from steerunc.judging.confidence import calibrated_confidence
 from steerunc.errors import InputError
 from steerunc.judging.metrics import bootstrap_interval, error_auroc, prr
@@ -61,14 +61,14 @@ def paired(metric: Metric, first: np.ndarray, second: np.ndarray, correct_first:
 
 
 def _fit_and_apply(cal_path: str, eval_path: str, scores: list[str], target: str, out: str, guard: bool = True,
-                   groups: dict[Any, str] | None = None) -> tuple[Calibrator, np.ndarray, np.ndarray, list[Any]]:
+                   groups: dict[Any, str] | None = None) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
     """A logistic calibrator of ``scores`` fitted on the calibration file and saved to ``out``; its
     uncertainty -g(scores) on the evaluated file's labelled records, their correctness and ids.
     CalibrationError when the calibration split cannot be calibrated (no errors, or no correct)."""
     cal = read_scored(cal_path)
     records, correct, _ = cal.labelled(TARGETS[target])
-    calibrator = make_calibrator("logistic", scores[0], target=target, scores=scores,
-                                 **({"guard": guard} if len(scores) > 1 else {}))
+    params: dict[str, Any] = {"guard": guard} if len(scores) > 1 else {}
+    calibrator: Any = make_calibrator("logistic", scores[0], target=target, scores=scores, **params)
     values = score_matrix(records, scores, cal_path)
     if calibrator.input_kind == "scores" and groups:  # as `steerunc calibrate` reads a record's 'group'
         calibrator.fit(values, correct, groups=[groups.get(d.get("id"), f"id {d.get('id')}") for _, d in records])

@@ -52,8 +52,8 @@ def read_grouped(path: str, groups: dict[Any, str] | None = None) -> ScoredFile:
     one: files scored before ``score`` carried the field (the records files have it)."""
     scored = read_scored(path)
     for _, data in scored.records if groups else ():
-        if "group" not in data and data.get("id") in groups:
-            data["group"] = groups[data["id"]]
+        if "group" not in data and data.get("id") in (groups or {}):
+            data["group"] = (groups or {})[data["id"]]
     return scored
 
 
