@@ -184,6 +184,16 @@ def _pick(z_list: list[np.ndarray], signed_pass: bool, signed: bool, k: int) -> 
     return [z[[0, *range(1, 2 * k + 1, 2)]] for z in z_list]
 
 
+def _setting_rows(setting: dict[str, Any], seconds: float, z_all: list[np.ndarray], kept: list[Any],
+                  signed_pass: bool, signs: list[bool], taus: list[float], alphas: list[float],
+                  ks: list[int]) -> list[dict[str, Any]]:
+    """The rows of one scored setting, one per (signed, tau, alpha, K). K < the set's perspectives keeps
+    the first K of them (centred, they were centred on all)."""
+    return [{**setting, "signed": signed, "tau": tau, "alpha": alpha, "k": k, "n_dev": len(kept),
+             "score_seconds": seconds, **_evaluate(_pick(z_all, signed_pass, signed, k), kept, tau, alpha)}
+            for signed, tau, alpha, k in itertools.product(signs, taus, alphas, ks)]
+
+
 def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: float) -> dict[str, Any]:
     import torch
 
@@ -281,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pairs, _ = read_pairs_or_annotations(notes, "annotations", "auto")
             by_layer = build_vectors_by_layer(model, pairs, needed)  # one pass to the deepest layer
+        ks_here = sorted({min(k, k_max) for k in ks})  # a K above this set's perspectives means all of them
         report["vector_seconds"][dataset] = time.perf_counter() - tick
         report["vectors_reused"][dataset] = reuse
         print(f"[sweep] {dataset}: {args.perspectives} vectors at layers {needed} "
@@ -303,16 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                 applied = _signed(vectors, center) if signed_pass else vectors
                 z_all, kept = _views(list(Scorer(model, applied, config).score_iter(records)))
                 seconds = time.perf_counter() - tick
-                # a K above this set's perspectives means all of them
-                ks_here = sorted({min(k, k_max) for k in ks})
-                for signed, tau, alpha, k in itertools.product(signs_here, taus, alphas, ks_here):
-                    # K < k_max keeps the first k perspectives: centred, they were centred on all k_max
-                    z_list = _pick(z_all, signed_pass, signed, k)
-                    row = {"dataset": dataset, "perspectives": args.perspectives, "layer": layer, "coeff": coeff,
-                           "center": center, "signed": signed, "tau": tau, "alpha": alpha, "k": k,
-                           "n_dev": len(kept), "score_seconds": seconds,
-                           **_evaluate(z_list, kept, tau, alpha)}
-                    rows.append(row)
+                setting = {"dataset": dataset, "perspectives": args.perspectives, "layer": layer, "coeff": coeff,
+                           "center": center}
+                rows += _setting_rows(setting, seconds, z_all, kept, signed_pass, signs_here, taus, alphas, ks_here)
                 mi = {int(sign): _evaluate(_pick(z_all, signed_pass, sign, k_max), kept, 0.4, 0.2)
                       ["auroc"]["mutual_info"] for sign in signs_here}
                 print(f"[sweep] {dataset} L{layer} c{coeff} centre={int(center)}: {len(kept)} dev records in "
@@ -328,11 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 z_all, kept = _views(list(scorer.score_iter(records)))
             seconds = time.perf_counter() - tick
             label = "+".join(map(str, members))
-            for tau, alpha, k in itertools.product(taus, alphas, sorted({min(k, k_max) for k in ks})):
-                rows.append({"dataset": dataset, "perspectives": args.perspectives, "layer": label, "coeff": coeff,
-                             "center": center, "signed": False, "tau": tau, "alpha": alpha, "k": k,
-                             "n_dev": len(kept), "score_seconds": seconds,
-                             **_evaluate(_pick(z_all, False, False, k), kept, tau, alpha)})
+            setting = {"dataset": dataset, "perspectives": args.perspectives, "layer": label, "coeff": coeff,
+                       "center": center}
+            rows += _setting_rows(setting, seconds, z_all, kept, False, [False], taus, alphas, ks_here)
             mi = _evaluate(_pick(z_all, False, False, k_max), kept, 0.4, 0.2)["auroc"]["mutual_info"]
             print(f"[sweep] {dataset} L{label} c{coeff} centre={int(center)}: {len(kept)} dev records in "
                   f"{seconds:.0f}s; MI AUROC at tau 0.4: {mi}", file=sys.stderr, flush=True)
