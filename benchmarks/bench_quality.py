@@ -288,9 +288,9 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
                     continue
                 if method == "prompt":
                     seconds = prompt_ensemble(model, records[split], task.perspectives, fusion, out,
-                                              args.plain_batch_size)
+                                              args.plain_batch_size, label=f"[{name}] {method}/{split}")
                 else:
-                    seconds = score_records(scorers[method], records[split], out)
+                    seconds = score_records(scorers[method], records[split], out, label=f"[{name}] {method}/{split}")
                 timings[f"score_{method}_{split}"] = seconds
                 print(f"[{name}] {method}/{split}: {len(records[split])} records in {seconds:.1f}s", file=sys.stderr)
 

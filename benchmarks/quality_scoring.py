@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from typing import Any, Iterator
 
@@ -91,12 +92,34 @@ def random_vectors(like: SteeringVectors, seed: int, output: str) -> SteeringVec
     return vectors
 
 
-def score_records(scorer: Scorer, records: list[Record], output: str) -> float:
+class _Progress:
+    """A line on stderr at most once a minute: records done, seconds so far, an estimate of those left.
+
+    A part of a benchmark run can score for an hour or more; without it the log is silent.
+    """
+
+    def __init__(self, label: str, total: int, every: float = 60.0) -> None:
+        self.label, self.total, self.every = label, total, every
+        self.start = self.last = time.perf_counter()
+
+    def done(self, n: int) -> None:
+        now = time.perf_counter()
+        if n <= 0 or n >= self.total or now - self.last < self.every:
+            return
+        self.last = now
+        spent = now - self.start
+        print(f"{self.label}: {n}/{self.total} records, {spent:.0f} s, about {spent / n * (self.total - n):.0f} s left",
+              file=sys.stderr, flush=True)
+
+
+def score_records(scorer: Scorer, records: list[Record], output: str, label: str = "scoring") -> float:
     """What ``steerunc score`` writes for ``records``; returns the wall time in seconds."""
     start = time.perf_counter()
+    progress = _Progress(label, len(records))
     with open(output, "w", encoding="utf-8") as out:
-        for result in scorer.score_iter(records):
+        for n, result in enumerate(scorer.score_iter(records), start=1):
             out.write(dumps(result.to_json()) + "\n")
+            progress.done(n)
     return time.perf_counter() - start
 
 
@@ -133,7 +156,7 @@ def _variants(records: list[Record], notes: list[str]) -> Iterator[Record]:
 
 def prompt_ensemble(
     model: LoadedModel, records: list[Record], perspectives: dict[str, str], fusion: FusionConfig,
-    output: str, batch_size: int = 8,
+    output: str, batch_size: int = 8, label: str = "prompt ensemble",
 ) -> float:
     """K+1 plain passes per record, perspective k written before the prompt as text.
 
@@ -146,8 +169,10 @@ def prompt_ensemble(
     names, notes = list(perspectives), list(perspectives.values())
     views = len(notes) + 1
     results = scorer.score_iter(_variants(records, notes))
+    progress = _Progress(label, len(records))
     with open(output, "w", encoding="utf-8") as out:
-        for record in records:
+        for n, record in enumerate(records):
+            progress.done(n)  # records written so far
             group = [next(results) for _ in range(views)]
             failed = [g for g in group if isinstance(g, ErrorRecord)]
             if failed:

@@ -145,6 +145,22 @@ def test_runs_are_named_by_the_model_default_means() -> None:
         bench_quality._same_model(gemma, {"id": builtin(DEFAULT_TARGET).model_id}, "run")
 
 
+def test_long_scoring_reports_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    """A part that scores for an hour says how far it is; never at 0 (no rate yet) nor at the end."""
+    from quality_scoring import _Progress
+
+    progress = _Progress("[run] steer/cal", total=4, every=0.0)
+    for n in range(5):
+        progress.done(n)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"[run] steer/cal: {n}/4 records" for n in (1, 2, 3)]
+    assert all(line.endswith(" s left") for line in lines)
+    quiet = _Progress("[run] steer/cal", total=4)  # the default: at most a line a minute
+    for n in range(5):
+        quiet.done(n)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real data sets are not beside this checkout")
 @pytest.mark.parametrize("name", ["sst2", "hatexplain", "chaosnli", "liar", "truthfulqa", "globalopinionqa"])
 def test_converters_on_the_real_data(name: str) -> None:
