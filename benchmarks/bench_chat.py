@@ -100,13 +100,13 @@ def _summary(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
     correct = np.array([r["correct"] for r in rows], dtype=float)
     msp = np.array([r["msp"] for r in rows])
     top = Counter(r["pred"] for r in rows).most_common(1)[0]
-    both = 0 < correct.sum() < len(correct)
+    auroc = error_auroc(1 - msp, correct)  # None when every answer is right, or every one wrong
     return {
         "accuracy": float(correct.mean()),
         "majority": Counter(labels).most_common(1)[0][1] / len(labels),
         "nll": float(np.mean([r["nll"] for r in rows])),
         "top_prediction": f"{top[0]} {top[1] / len(rows):.2f}",
-        "auroc_msp": float(error_auroc(1 - msp, correct)) if both else float("nan"),
+        "auroc_msp": float("nan") if auroc is None else auroc,
     }
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     if getattr(model.tokenizer, "chat_template", None) is None:
         sys.exit(f"{args.model}: the tokenizer has no chat template")
     rng = np.random.default_rng(args.seed)
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for name in args.sets.split(","):
         items = _items(name, args.data_dir, args.n)
         labels = [x["label"] for x in items]

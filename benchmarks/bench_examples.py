@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from steerunc.scoring.model import load_model
-from steerunc.records import record_from_json
+from steerunc.records import ScoredRecord, record_from_json
 from steerunc.scoring.scorer import Scorer, ScoreConfig
 from steerunc.scoring.vectors_default import default_vectors
 
@@ -29,7 +29,11 @@ scorer = Scorer(model, vectors, ScoreConfig())
 scorer.score(records[:2])  # warm-up
 t = time.perf_counter(); results = scorer.score(records); t_score = time.perf_counter() - t
 t = time.perf_counter(); results = scorer.score(records); t_score2 = time.perf_counter() - t
-rows = [(d["id"], d["label"], r.base_probs["Yes"], r.probs["Yes"]) for d, r in zip(lines, results)]
+rows = []
+for number, (d, r) in enumerate(zip(lines, results), start=1):
+    if not isinstance(r, ScoredRecord) or r.probs is None or r.base_probs is None:
+        sys.exit(f"examples/moderation.jsonl:{number}: no option probabilities: {r}")
+    rows.append((d["id"], d["label"], r.base_probs["Yes"], r.probs["Yes"]))
 print(json.dumps({"model": name, "threads": torch.get_num_threads(), "layer": vectors.layer, "n_layers": model.n_layers,
                   "load_s": round(t_load, 1), "vectors_s": round(t_vec, 1), "score_s": [round(t_score, 2), round(t_score2, 2)],
                   "s_per_record": round(min(t_score, t_score2) / len(records), 3), "load_avg": os.getloadavg()}))

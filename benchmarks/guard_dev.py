@@ -36,6 +36,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from steerunc.judging.calibration_combined import CombinedCalibrator  # noqa: E402
 from steerunc.judging.metrics import error_auroc  # noqa: E402
 
+
+def _auroc(uncertainty: np.ndarray, ok: np.ndarray) -> float:
+    """Error AUROC; every population here has both right and wrong items, so None is a bug."""
+    value = error_auroc(uncertainty, ok)
+    if value is None:
+        raise RuntimeError("a synthetic population came out with a single class")
+    return value
+
 NAMES = ["msp", "mutual_info", "mean_kl", "flip_rate"]  # all uncertainty scores: higher = less sure
 
 
@@ -87,8 +95,8 @@ def main() -> None:
             test, ok_test, _ = population(name, 3000, rng)
             guarded = CombinedCalibrator(names).fit(s, ok)
             free = CombinedCalibrator(names, guard=False).fit(s, ok)
-            alone = error_auroc(test[:, 0], ok_test)
-            gain = error_auroc(-free.predict(test), ok_test) - alone
+            alone = _auroc(test[:, 0], ok_test)
+            gain = _auroc(-free.predict(test), ok_test) - alone
             guard = guarded.guard_ or {}
             by_mean = guard.get("difference", 1.0) < 0
             by_one_se = guarded.kept == "combination"
@@ -97,7 +105,7 @@ def main() -> None:
             gains["never"].append(0.0)
             gains["always"].append(gain)
             gains["mean"].append(gain if by_mean else 0.0)
-            gains["one-se"].append(error_auroc(-guarded.predict(test), ok_test) - alone)
+            gains["one-se"].append(_auroc(-guarded.predict(test), ok_test) - alone)
         for rule, values in gains.items():
             print(f"{name:<8} | {rule:<7} | {kept[rule]:>5} | {np.mean(values):+8.4f} | "
                   f"{np.percentile(values, 5):+8.4f}")

@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     from steerunc.scoring.vectors_default import default_vectors
 
     model = load_model(args.model, device=args.device)
-    records = [record_from_json(line.data, line.number) for line in read_jsonl(args.input)]
+    lines = list(read_jsonl(args.input))
+    bad = [line for line in lines if line.data is None]
+    if bad:
+        sys.exit(f"{args.input}:{bad[0].number}: {bad[0].error}")
+    records = [record_from_json(line.data, line.number) for line in lines if line.data is not None]
     print(f"# {len(records)} records from {os.path.relpath(args.input, REPO)}, model {model.model_id}")
     print("| layer | coeff | centred | flip rate | spread mean | spread max | per-view sd min | per-view sd max "
           "| mutual_info mean | fused answer differs | mean abs(P_fused - P_base) |")
