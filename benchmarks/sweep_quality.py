@@ -92,9 +92,12 @@ def _also_steering(model: Any, scorer: Any, extra: dict[int, Any]) -> Any:
 
 def _layer_sets(text: str) -> list[tuple[int, ...]]:
     """'20+26,16+20' -> [(20, 26), (16, 20)]: each set of two or more layers, ascending."""
-    sets = [tuple(sorted({int(x) for x in part.split("+")})) for part in text.split(",") if part.strip()]
-    if any(len(s) < 2 for s in sets):
-        raise SystemExit(f"--layer-sets: each set names two or more layers joined by '+', got {text!r}")
+    try:
+        sets = [tuple(sorted({int(x) for x in part.split("+")})) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sets = []
+    if not sets and text.strip() or any(len(s) < 2 for s in sets):
+        raise argparse.ArgumentTypeError(f"each set names two or more layers joined by '+', got {text!r}")
     return sets
 
 
@@ -109,7 +112,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="default")
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--layers", default="", help="comma-separated; default: default-3, default-1, default (model's blocks only)")
-    parser.add_argument("--layer-sets", default="",
+    parser.add_argument("--layer-sets", type=_layer_sets, default=[],
                         help="comma-separated sets of layers steered at once, e.g. 20+26 (coefficient per layer)")
     parser.add_argument("--coeffs", default="0.1,0.25,0.5")
     parser.add_argument("--taus", default="0.4,1.0")
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = load_model(args.model, device="cpu")
     d = model.default_layer
-    layer_sets = _layer_sets(args.layer_sets)
+    layer_sets: list[tuple[int, ...]] = args.layer_sets  # checked when the arguments were read, before the model loads
     layers = ([int(x) for x in args.layers.split(",")] if args.layers
               else [] if layer_sets
               else sorted({min(max(x, 0), model.n_layers - 1) for x in (d - 3, d - 1, d)}))

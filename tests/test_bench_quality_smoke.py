@@ -9,6 +9,7 @@ them too (no model needed).
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import subprocess
@@ -358,9 +359,6 @@ def test_sweep_several_layers_at_once(tmp_path: Path, tiny: Any, tiny_vectors: A
         assert not np.allclose(z[1:], z_first[1:], atol=1e-4) and not np.allclose(z[1:], z_alone[1:], atol=1e-4)
     with pytest.raises(ValueError, match="must come after"):
         sweep_quality._also_steering(tiny, scorer, {later - 1: tiny_vectors.scaled(0.5)})
-    with pytest.raises(SystemExit, match="two or more"):
-        sweep_quality._layer_sets("1+2,3")
-    assert sweep_quality._layer_sets("2+1,1+2+2") == [(1, 2), (1, 2)]
 
     data = _synthetic(tmp_path / "data")
     out = tmp_path / "results" / "sweep.json"
@@ -376,3 +374,18 @@ def test_sweep_several_layers_at_once(tmp_path: Path, tiny: Any, tiny_vectors: A
     from quality_report import sweep_tables
 
     assert "| annotations | 1+2 | 0.5 |" in sweep_tables(sweep)
+
+
+def test_layer_sets_are_refused_before_the_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --layer-sets stops the sweep when its arguments are read, not after minutes of loading."""
+    import sweep_quality
+
+    for bad in ("1+2,3", "20+x", ","):
+        with pytest.raises(argparse.ArgumentTypeError, match="two or more"):
+            sweep_quality._layer_sets(bad)
+        with pytest.raises(SystemExit):
+            sweep_quality._parse(["--layer-sets", bad])
+        assert "two or more layers joined by '+'" in capsys.readouterr().err
+    assert sweep_quality._layer_sets("2+1,1+2+2") == [(1, 2), (1, 2)]
+    assert sweep_quality._parse([]).layer_sets == []
+    assert sweep_quality._parse(["--layer-sets", "20+26"]).layer_sets == [(20, 26)]
