@@ -96,7 +96,7 @@ def _layer_sets(text: str) -> list[tuple[int, ...]]:
         sets = [tuple(sorted({int(x) for x in part.split("+")})) for part in text.split(",") if part.strip()]
     except ValueError:
         sets = []
-    if not sets and text.strip() or any(len(s) < 2 for s in sets):
+    if (not sets and text.strip()) or any(len(s) < 2 for s in sets):
         raise argparse.ArgumentTypeError(f"each set names two or more layers joined by '+', got {text!r}")
     return sets
 
