@@ -131,6 +131,30 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path, tiny: Any) -> None:
     assert reusable_vectors(tiny, str(annotations), None, str(vectors)) is None
 
 
+def test_prompt_cost_times_both_ways_on_the_tasks_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_prompt_cost: both ways timed on the split bench_quality evaluates, the projection
+    of a full part is the per-record median times the records of that part."""
+    import bench_prompt_cost
+
+    data = _synthetic(tmp_path / "data")
+    bench_prompt_cost.main(["--dataset", "chaosnli", "--model", "tiny-random", "--n", "3", "--repeats", "1",
+                            "--k", "2", "--n-full", "30", "--n-cal", "20", "--data-dir", str(data)])
+    out = capsys.readouterr().out.splitlines()
+    assert "chaosnli, model tiny-random" in out[0] and "K=2" in out[0]
+    assert out[1].startswith("# 3 evaluated records") and "['yes', 'maybe', 'no']" in out[1]
+    rows = {line.split()[0]: line.split() for line in out[3:5]}
+    steer, prompt = float(rows["(steer)"][-2]), float(rows["(prompt)"][-2])  # seconds per record
+    assert steer > 0 and prompt > 0 and float(rows["(steer)"][-1]) == 1.0
+    projected = out[5]  # "projected full part (20 + 30 records): steer S s, prompt P s; prompt/steer=R"
+    assert projected.startswith("projected full part (20 + 30 records)")
+    full_steer = float(projected.split("steer ")[1].split(" s")[0])
+    full_prompt = float(projected.split("prompt ")[1].split(" s")[0])
+    assert abs(full_steer - 50 * steer) <= 1 and abs(full_prompt - 50 * prompt) <= 1  # per record rounded to ms
+    assert projected.endswith(f"prompt/steer={rows['(prompt)'][-1]}")
+    with pytest.raises(SystemExit):
+        bench_prompt_cost.main(["--dataset", "chaosnli", "--n", "0", "--data-dir", str(data)])
+
+
 def test_runs_are_named_by_the_model_default_means() -> None:
     """'default' has meant Gemma and then Qwen: a run is named by the model itself, and
     --reuse-scored refuses scored files another built-in model made."""
