@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_name = resolve_name(args.model)
-    task = load_task(args.dataset, args.data_dir, args.n, 0, args.k, args.seed)
+    try:
+        task = load_task(args.dataset, args.data_dir, args.n, 0, args.k, args.seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"bench_prompt_cost: {err}") from None
     print(f"loading {model_name} ...", file=sys.stderr, flush=True)
     model = load_model(model_name, device=args.device)
     names = list(task.perspectives)

@@ -153,6 +153,8 @@ def test_prompt_cost_times_both_ways_on_the_tasks_records(tmp_path: Path, capsys
     assert projected.endswith(f"prompt/steer={rows['(prompt)'][-1]}")
     with pytest.raises(SystemExit):
         bench_prompt_cost.main(["--dataset", "chaosnli", "--n", "0", "--data-dir", str(data)])
+    with pytest.raises(SystemExit, match="only .* items can be evaluated"):  # said plainly, before the model loads
+        bench_prompt_cost.main(["--dataset", "chaosnli", "--n", "100000", "--data-dir", str(data)])
 
 
 def test_runs_are_named_by_the_model_default_means() -> None:
