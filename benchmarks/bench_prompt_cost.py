@@ -12,9 +12,10 @@ process: after a warm-up on a few records, ``--repeats`` rounds of (prompt), (st
 in turn; medians are reported.
 
 The steered views use K Gaussian directions named after the task's perspectives
-(the cost of a pass does not depend on the vector values), so the ~20 minutes of
-building annotated vectors, which only steering needs, is not in (steer): it is
-printed from ``--vectors-seconds`` if given. The last line projects a full
+(the cost of a pass does not depend on the vector values), so building the
+annotated vectors, which only steering needs (267-372 s per set in the layer-20
+runs of docs/results.md), is not in (steer): it is added from ``--vectors-seconds``
+if given. The last line projects a full
 ``bench_quality`` part (``--n-cal`` + ``--n-full`` records) for each way.
 """
 
