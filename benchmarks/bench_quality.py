@@ -23,7 +23,11 @@ Steps (docs/benchmarks.md):
 scored file is complete and the earlier run's JSON and vector file are there,
 no model is loaded; otherwise the earlier run's vector file is used again when it
 was built for this model and layer from the same annotations (only the missing
-scored files are made).
+scored files are made). A scored file an interrupted run left part-way is
+resumed after its whole lines (the run's ``started.json`` holds the model and
+settings to check against when it never wrote its JSON); such a file's time in
+``timings_s`` is null, and ``timings_s.resumed`` says how many records this
+run scored in how many seconds.
 """
 
 from __future__ import annotations
@@ -85,7 +89,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="suffix of the run name")
     parser.add_argument("--reuse-scored", action="store_true",
                         help="keep scored files of an earlier run with these settings (one line per record) and only "
-                             "re-judge them; their scoring timings are taken from that run's JSON (null if none)")
+                             "re-judge them; their scoring timings are taken from that run's JSON (null if none); "
+                             "a file an interrupted run left part-way is resumed after its whole lines")
     args = parser.parse_args(argv)
     # runs are named by the model itself: 'default' has meant more than one model over time
     args.model = resolve_name(args.model)
@@ -115,6 +120,32 @@ def _complete(path: str, ids: list[Any]) -> bool:
             return [json.loads(line).get("id") for line in handle if line.strip()] == ids
     except (ValueError, AttributeError):  # a line cut short by an interrupted run, or not an object
         return False
+
+
+def _done_prefix(path: str, ids: list[Any]) -> int:
+    """How many of ``path``'s first lines are whole scored lines for the first of ``ids``, in
+    order: what an interrupted run finished (a line cut short ends the count)."""
+    if not os.path.exists(path):
+        return 0
+    done = 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line) if line.endswith("\n") else None
+            except ValueError:
+                break
+            if done >= len(ids) or not isinstance(record, dict) or record.get("id") != ids[done]:
+                break
+            done += 1
+    return done
+
+
+def _keep_lines(path: str, n: int) -> None:
+    """Cut ``path`` to its first ``n`` lines."""
+    with open(path, encoding="utf-8") as handle:
+        kept = [line for _, line in zip(range(n), handle)]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
 
 
 def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list[str]) -> list[str]:
@@ -202,13 +233,24 @@ def _same_model(args: argparse.Namespace, before: dict[str, Any], name: str) -> 
                          f"{args.model} ({known.model_id}); drop --reuse-scored to score again")
 
 
+_STARTED = "started.json"  # in a run's folder: the model and settings its scored files are made with
+
+
 def _earlier(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """The JSON of the earlier run with this name (--reuse-scored), or {}."""
-    path = os.path.join(args.out, f"{name}.json")
-    if not (args.reuse_scored and os.path.exists(path)):
+    """The JSON of the earlier run with this name (--reuse-scored), or {}. Where a later run
+    started scoring in the same folder (its ``started.json`` is newer, as when it was
+    interrupted before writing its JSON), that run's model and settings replace the JSON's."""
+    if not args.reuse_scored:
         return {}
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    path, started = os.path.join(args.out, f"{name}.json"), os.path.join(args.out, name, _STARTED)
+    earlier: dict[str, Any] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+    if os.path.exists(started) and (not earlier or os.path.getmtime(started) > os.path.getmtime(path)):
+        with open(started, encoding="utf-8") as handle:
+            earlier.update(json.load(handle))
+    return earlier
 
 
 def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) -> dict[str, Any]:
@@ -242,10 +284,13 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
     reuse = {f"{method}_{split}": args.reuse_scored and _complete(files[f"{method}_{split}"],
                                                                   [r.id for r in records[split]])
              for method in args.methods for split in ("cal", "eval")}
+    # an interrupted run's scored files: how many whole lines each holds (resumed after them)
+    partial = {key: _done_prefix(files[key], [r.id for r in records[key.rsplit("_", 1)[1]]])
+               for key, whole in reuse.items() if args.reuse_scored and not whole}
     # every scored file already there, with the vectors and the earlier JSON: judge without the model
     no_model = all(reuse.values()) and bool(earlier.get("model")) and os.path.exists(files["vectors"])
     timings: dict[str, Any] = {}
-    if any(reuse.values()):
+    if any(reuse.values()) or any(partial.values()):
         _same_model(args, earlier.get("model", {}), name)
         _same_settings(args, earlier.get("settings", {}), name)
     if no_model:
@@ -279,20 +324,36 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         centred = scorers["steer"].centred
         if "random" in args.methods:
             scorers["random"] = Scorer(model, random_vectors(vectors, args.seed, files["random_vectors"]), config)
+        with open(os.path.join(work, _STARTED), "w", encoding="utf-8") as handle:
+            json.dump({"model": model_info, "settings": {
+                "coeff": args.coeff, "layer": vectors.layer, "center": centred, "tau": args.tau,
+                "fusion": args.fusion, "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed}}, handle, indent=2)
         for method in args.methods:
             for split in ("cal", "eval"):
-                out = files[f"{method}_{split}"]
+                out, todo = files[f"{method}_{split}"], records[split]
+                key = f"score_{method}_{split}"
                 if reuse[f"{method}_{split}"]:
-                    timings[f"score_{method}_{split}"] = earlier.get("timings_s", {}).get(f"score_{method}_{split}")
+                    timings[key] = earlier.get("timings_s", {}).get(key)
                     print(f"[{name}] {method}/{split}: reusing {out}", file=sys.stderr)
                     continue
+                done = partial.get(f"{method}_{split}", 0)
+                if done:  # an interrupted run's whole lines are kept; the rest is scored after them
+                    _keep_lines(out, done)
+                    todo = todo[done:]
+                    print(f"[{name}] {method}/{split}: resuming after {done} of {len(records[split])} records",
+                          file=sys.stderr)
+                label = f"[{name}] {method}/{split}"
                 if method == "prompt":
-                    seconds = prompt_ensemble(model, records[split], task.perspectives, fusion, out,
-                                              args.plain_batch_size, label=f"[{name}] {method}/{split}")
+                    seconds = prompt_ensemble(model, todo, task.perspectives, fusion, out,
+                                              args.plain_batch_size, label=label, append=bool(done))
                 else:
-                    seconds = score_records(scorers[method], records[split], out, label=f"[{name}] {method}/{split}")
-                timings[f"score_{method}_{split}"] = seconds
-                print(f"[{name}] {method}/{split}: {len(records[split])} records in {seconds:.1f}s", file=sys.stderr)
+                    seconds = score_records(scorers[method], todo, out, label=label, append=bool(done))
+                # a resumed file's time covers only this run's part: stated as such, not as the whole
+                timings[key] = None if done else seconds
+                if done:
+                    timings.setdefault("resumed", {})[key] = {"records_before": done, "records_scored": len(todo),
+                                                              "seconds": seconds}
+                print(f"[{name}] {method}/{split}: {len(todo)} records in {seconds:.1f}s", file=sys.stderr)
 
     results: dict[str, Any] = {}
     tick = time.perf_counter()

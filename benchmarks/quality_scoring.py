@@ -112,13 +112,17 @@ class _Progress:
               file=sys.stderr, flush=True)
 
 
-def score_records(scorer: Scorer, records: list[Record], output: str, label: str = "scoring") -> float:
-    """What ``steerunc score`` writes for ``records``; returns the wall time in seconds."""
+def score_records(scorer: Scorer, records: list[Record], output: str, label: str = "scoring",
+                  append: bool = False) -> float:
+    """What ``steerunc score`` writes for ``records`` (after what ``output`` holds, with
+    ``append``); returns the wall time in seconds. Each line is flushed as it is written, so
+    an interrupted run leaves whole lines to resume after."""
     start = time.perf_counter()
     progress = _Progress(label, len(records))
-    with open(output, "w", encoding="utf-8") as out:
+    with open(output, "a" if append else "w", encoding="utf-8") as out:
         for n, result in enumerate(scorer.score_iter(records), start=1):
             out.write(dumps(result.to_json()) + "\n")
+            out.flush()
             progress.done(n)
     return time.perf_counter() - start
 
@@ -156,13 +160,14 @@ def _variants(records: list[Record], notes: list[str]) -> Iterator[Record]:
 
 def prompt_ensemble(
     model: LoadedModel, records: list[Record], perspectives: dict[str, str], fusion: FusionConfig,
-    output: str, batch_size: int = 8, label: str = "prompt ensemble",
+    output: str, batch_size: int = 8, label: str = "prompt ensemble", append: bool = False,
 ) -> float:
     """K+1 plain passes per record, perspective k written before the prompt as text.
 
     The K+1 option-logit vectors are fused and scored exactly as steered views
     are (:func:`steerunc.scoring.fusion.fuse`), and written in ``steerunc score``'s
-    schema. Returns the wall time in seconds.
+    schema, each line flushed as it is written (``append``: after what ``output``
+    holds). Returns the wall time in seconds.
     """
     start = time.perf_counter()
     scorer = _PlainScorer(model, batch_size)
@@ -170,15 +175,16 @@ def prompt_ensemble(
     views = len(notes) + 1
     results = scorer.score_iter(_variants(records, notes))
     progress = _Progress(label, len(records))
-    with open(output, "w", encoding="utf-8") as out:
+    with open(output, "a" if append else "w", encoding="utf-8") as out:
         for n, record in enumerate(records):
             progress.done(n)  # records written so far
             group = [next(results) for _ in range(views)]
             failed = [g for g in group if isinstance(g, ErrorRecord)]
             if failed:
                 out.write(dumps(ErrorRecord(record.line, failed[0].error, record.id).to_json()) + "\n")
-                continue
-            out.write(dumps(_fused_record(record, group, names, fusion)) + "\n")  # type: ignore[arg-type]
+            else:
+                out.write(dumps(_fused_record(record, group, names, fusion)) + "\n")  # type: ignore[arg-type]
+            out.flush()
     return time.perf_counter() - start
 
 

@@ -117,6 +117,31 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path, tiny: Any) -> None:
     assert vectors.stat().st_mtime_ns == built
     rescored = json.loads((out / "sst2-tiny-random-n6-k2.json").read_text())
     assert rescored["results"] == report["results"]
+    # a run interrupted part-way (no JSON written, a line cut short) is resumed after its whole lines
+    part = out / "sst2-tiny-random-n6-k2" / "scored-random-eval.jsonl"
+    whole = part.read_text().splitlines(keepends=True)
+    part.write_text("".join(whole[:3]) + whole[3][:20])
+    plain = out / "sst2-tiny-random-n6-k2" / "scored-prompt-cal.jsonl"
+    plain_lines = plain.read_text().splitlines(keepends=True)
+    plain.write_text("".join(plain_lines[:2]))
+    (out / "sst2-tiny-random-n6-k2.json").unlink()
+    refused = subprocess.run(cmd + ["--reuse-scored", "--layer", "0"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "made with layer 2, not 0" in refused.stderr  # started.json, no JSON
+    resumed = subprocess.run(cmd + ["--reuse-scored"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "random/eval: resuming after 3 of 6 records" in resumed.stderr and "random/eval: 3 records" in resumed.stderr
+    assert [json.loads(line)["id"] for line in part.read_text().splitlines()] == [
+        json.loads(line)["id"] for line in whole]
+    assert "prompt/cal: resuming after 2 of 6 records" in resumed.stderr
+    for again_line, first_line in zip(plain.read_text().splitlines(), plain_lines):  # the same records, rescored
+        again_scores, first_scores = json.loads(again_line)["scores"], json.loads(first_line)["scores"]
+        assert again_scores == pytest.approx(first_scores, abs=1e-5)
+    finished = json.loads((out / "sst2-tiny-random-n6-k2.json").read_text())
+    assert finished["timings_s"]["score_random_eval"] is None
+    assert finished["timings_s"]["resumed"]["score_random_eval"]["records_before"] == 3
+    for score in ("msp", "mutual_info", "mean_kl"):
+        assert finished["results"]["random"]["base"]["scores"][score]["auroc"] == pytest.approx(
+            report["results"]["random"]["base"]["scores"][score]["auroc"], abs=1e-6)
     # scored files made at another layer are not mixed with new ones
     (out / "sst2-tiny-random-n6-k2" / "scored-random-eval.jsonl").unlink()
     fourth = subprocess.run(cmd + ["--reuse-scored", "--layer", "0"], capture_output=True, text=True, timeout=600)
