@@ -24,10 +24,10 @@ scored file is complete and the earlier run's JSON and vector file are there,
 no model is loaded; otherwise the earlier run's vector file is used again when it
 was built for this model and layer from the same annotations (only the missing
 scored files are made). A scored file an interrupted run left part-way is
-resumed after its whole lines (the run's ``started.json`` holds the model and
-settings to check against when it never wrote its JSON); such a file's time in
-``timings_s`` is null, and ``timings_s.resumed`` says how many records this
-run scored in how many seconds.
+resumed after its whole lines, unless the vectors are built again; the run's
+``started.json`` holds the model and settings to check against when it never
+wrote its JSON. Such a file's time in ``timings_s`` is null, and
+``timings_s.resumed`` says how many records this run scored in how many seconds.
 """
 
 from __future__ import annotations
@@ -315,6 +315,10 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         else:
             vectors = build_perspective_vectors(model, files["annotations"], args.layer, files["vectors"])
             timings["build_vectors"] = time.perf_counter() - tick
+            if any(partial.values()):  # lines steered with other vectors are not continued with these
+                print(f"[{name}] vectors built again: part-way scored files are scored from the start",
+                      file=sys.stderr)
+                partial = {}
         model_info = {"name": args.model, "id": model.model_id, "fingerprint": model.fingerprint,
                       "n_layers": model.n_layers, "device": str(model.device), "dtype": str(model.dtype)}
         fusion = FusionConfig(tau=args.tau, alpha=args.alpha, top_m=args.top_m, method=args.fusion)

@@ -142,6 +142,13 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path, tiny: Any) -> None:
     for score in ("msp", "mutual_info", "mean_kl"):
         assert finished["results"]["random"]["base"]["scores"][score]["auroc"] == pytest.approx(
             report["results"]["random"]["base"]["scores"][score]["auroc"], abs=1e-6)
+    # part-way lines are not continued with vectors built again
+    part.write_text("".join(whole[:3]))
+    (out / "sst2-tiny-random-n6-k2" / "vectors.safetensors").unlink()
+    rebuilt = subprocess.run(cmd + ["--reuse-scored"], capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "scored from the start" in rebuilt.stderr and "random/eval: 6 records" in rebuilt.stderr
+    assert "resuming" not in rebuilt.stderr
     # scored files made at another layer are not mixed with new ones
     (out / "sst2-tiny-random-n6-k2" / "scored-random-eval.jsonl").unlink()
     fourth = subprocess.run(cmd + ["--reuse-scored", "--layer", "0"], capture_output=True, text=True, timeout=600)
