@@ -53,8 +53,22 @@ def _csv_fields(raw: bytes) -> list[str] | None:
     return fields if len(fields) >= 2 and all(f.strip() for f in fields) else None
 
 
+def _parquet_tail(handle: IO[bytes]) -> bool:
+    """Whether a file that starts with the Parquet magic also ends as Parquet does: a footer
+    length that fits the file, then the magic again. A JSONL line that happens to start with
+    ``PAR1`` must not get the whole file refused."""
+    size = handle.seek(0, os.SEEK_END)
+    if size < 12:
+        return False
+    handle.seek(size - 8)
+    tail = handle.read(8)
+    footer = int.from_bytes(tail[:4], "little")
+    return tail[4:] == _PARQUET_MAGIC and 0 < footer <= size - 12
+
+
 def sniff_format(path: str, text_column: str = "text") -> str | None:
-    """What a file's first bytes plainly are: ``parquet``, ``jsonl`` (the first non-blank line is
+    """What a file's first bytes plainly are: ``parquet`` (with the Parquet magic and footer at its
+    end too), ``jsonl`` (the first non-blank line is
     JSON), ``csv``, or None when it cannot tell (then nothing is refused).
 
     CSV needs a first line that is not JSON: ``text_column`` alone, or two or more
@@ -63,8 +77,8 @@ def sniff_format(path: str, text_column: str = "text") -> str | None:
     """
     with open(path, "rb") as handle:
         head = handle.read(1 << 16)
-    if head.startswith(_PARQUET_MAGIC):
-        return "parquet"
+        if head.startswith(_PARQUET_MAGIC) and _parquet_tail(handle):
+            return "parquet"
     head = head.removeprefix(_BOM)
     if len(head) >= (1 << 16) - len(_BOM):
         head = head[: head.rfind(b"\n") + 1]  # whole lines only

@@ -59,6 +59,10 @@ def test_rows_are_numbered_by_the_physical_line_they_start_on(tmp_path: Path) ->
     assert got[5] == (9, {"id": "6", "comment": "last"}, None)
 
 
+#: the shape of a Parquet file, as the sniffer reads it: magic, a footer of 4 bytes, its length, magic
+_PARQUET_SHAPE = b"PAR1" + b"\x00" * 4 + (4).to_bytes(4, "little") + b"PAR1"
+
+
 def test_format_from_the_suffix_and_from_the_first_bytes(tmp_path: Path) -> None:
     assert [format_of(p) for p in ("a.csv", "a.parquet", "a.jsonl", "a.txt", "-")] == ["csv", "parquet", "jsonl", "jsonl", "jsonl"]
     cases = {
@@ -66,7 +70,10 @@ def test_format_from_the_suffix_and_from_the_first_bytes(tmp_path: Path) -> None
         b"id,text\n1,hello\n": "csv",  # names the text column
         b"text\nhello\n": "csv",  # one column, the texts
         b"id,comment,gold\n1,\"a\nb\",No\n": "csv",  # a second row of as many fields (spanning two lines)
-        b"PAR1\x00\x00": "parquet",
+        _PARQUET_SHAPE: "parquet",
+        b"PAR1\x00\x00": None,  # the magic, but not a Parquet file's end
+        b"PAR1 then text\n" + b'{"text": "x"}\n' + b"PAR1": None,  # a JSONL file whose first line starts so
+        b"PAR1" + b"\x00" * 20 + b"PAR1": None,  # a footer of no bytes
         b"[1, 2]\n": None,  # JSON, not an object: error records, not another format
         b"hello world\n{\"text\": 1}\n": None,
         b"a,b\n{\"text\": \"x\"}\n": None,
@@ -183,12 +190,21 @@ def test_jsonl_given_as_csv_and_parquet_given_as_jsonl(tmp_path: Path, loads: li
     result = run("score", jsonl, *TINY)
     assert result.exit_code == 2 and "--format jsonl" in result.stderr
     parquet = tmp_path / "data.jsonl"
-    parquet.write_bytes(b"PAR1" + b"\x00" * 20)
+    parquet.write_bytes(_PARQUET_SHAPE)
     result = run("score", parquet, *TINY)
     assert result.exit_code == 2 and "--format parquet" in result.stderr
     stdin_parquet = run("score", "-", "--format", "parquet", *TINY, stdin=b"")
     assert stdin_parquet.exit_code == 2 and "stdin" in stdin_parquet.stderr
     assert loads == []
+
+
+def test_a_jsonl_line_starting_with_the_parquet_magic_loses_nothing(tmp_path: Path) -> None:
+    """Found by the fuzz test: a first line starting with ``PAR1`` had the whole file refused as Parquet."""
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"PAR1 not a record\n" + json.dumps({"id": "a", "text": comment(1)}).encode() + b"\n")
+    result = run("score", path, *TINY)
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in out] == [1, 2] and "error" in out[0] and "scores" in out[1], result.stderr
 
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loads: list[str]) -> None:
