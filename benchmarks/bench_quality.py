@@ -110,23 +110,12 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _complete(path: str, ids: list[Any]) -> bool:
-    """Whether ``path`` holds one scored line per record, with the records' ids in their order (a
-    finished earlier run on these records)."""
-    if not os.path.exists(path):
-        return False
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return [json.loads(line).get("id") for line in handle if line.strip()] == ids
-    except (ValueError, AttributeError):  # a line cut short by an interrupted run, or not an object
-        return False
-
-
-def _done_prefix(path: str, ids: list[Any]) -> int:
+def _done_prefix(path: str, ids: list[Any]) -> tuple[int, bool]:
     """How many of ``path``'s first lines are whole scored lines for the first of ``ids``, in
-    order: what an interrupted run finished (a line cut short ends the count)."""
+    order (what an earlier run finished; a line cut short ends the count), and whether that is
+    the whole file: one line per record and nothing after (a finished run on these records)."""
     if not os.path.exists(path):
-        return 0
+        return 0, False
     done = 0
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -137,7 +126,9 @@ def _done_prefix(path: str, ids: list[Any]) -> int:
             if done >= len(ids) or not isinstance(record, dict) or record.get("id") != ids[done]:
                 break
             done += 1
-    return done
+        else:
+            return done, done == len(ids)
+    return done, False
 
 
 def _keep_lines(path: str, n: int) -> None:
@@ -281,12 +272,12 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
             files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
     records = {split: read_records(files[f"records_{split}"]) for split in ("cal", "eval")}
     earlier = _earlier(args, name)  # --reuse-scored: the run that wrote the scored files
-    reuse = {f"{method}_{split}": args.reuse_scored and _complete(files[f"{method}_{split}"],
-                                                                  [r.id for r in records[split]])
-             for method in args.methods for split in ("cal", "eval")}
-    # an interrupted run's scored files: how many whole lines each holds (resumed after them)
-    partial = {key: _done_prefix(files[key], [r.id for r in records[key.rsplit("_", 1)[1]]])
-               for key, whole in reuse.items() if args.reuse_scored and not whole}
+    # --reuse-scored: each scored file's whole lines, and whether it is complete
+    found = {f"{method}_{split}": _done_prefix(files[f"{method}_{split}"], [r.id for r in records[split]])
+             if args.reuse_scored else (0, False) for method in args.methods for split in ("cal", "eval")}
+    reuse = {key: whole for key, (_, whole) in found.items()}
+    # an interrupted run's scored files: resumed after their whole lines
+    partial = {key: done for key, (done, whole) in found.items() if not whole}
     # every scored file already there, with the vectors and the earlier JSON: judge without the model
     no_model = all(reuse.values()) and bool(earlier.get("model")) and os.path.exists(files["vectors"])
     timings: dict[str, Any] = {}
