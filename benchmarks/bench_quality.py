@@ -27,7 +27,8 @@ scored files are made). A scored file an interrupted run left part-way is
 resumed after its whole lines, unless the vectors are built again; the run's
 ``started.json`` holds the model and settings to check against when it never
 wrote its JSON. Such a file's time in ``timings_s`` is null, and
-``timings_s.resumed`` says how many records this run scored in how many seconds.
+``timings_s.resumed`` says how many records this run scored in how many seconds
+(the rules: ``quality_resume.py``).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ sys.path.insert(0, HERE)
 
 from quality_adds import COMBINED  # noqa: E402
 from quality_data import DATASETS, PER_PERSPECTIVE, by_length, load_task  # noqa: E402
+from quality_resume import (REJUDGED, earlier_run, keep_lines, same_model, same_settings, survey,  # noqa: E402
+                            write_started)
 
-from steerunc.scoring.registry import builtin, resolve_name  # noqa: E402  (imports no torch)
+from steerunc.scoring.registry import resolve_name  # noqa: E402  (imports no torch)
 
 METHODS = ("steer", "random", "prompt")
 
@@ -110,35 +113,6 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _done_prefix(path: str, ids: list[Any]) -> tuple[int, bool]:
-    """How many of ``path``'s first lines are whole scored lines for the first of ``ids``, in
-    order (what an earlier run finished; a line cut short ends the count), and whether that is
-    the whole file: one line per record and nothing after (a finished run on these records)."""
-    if not os.path.exists(path):
-        return 0, False
-    done = 0
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line) if line.endswith("\n") else None
-            except ValueError:
-                break
-            if done >= len(ids) or not isinstance(record, dict) or record.get("id") != ids[done]:
-                break
-            done += 1
-        else:
-            return done, done == len(ids)
-    return done, False
-
-
-def _keep_lines(path: str, n: int) -> None:
-    """Cut ``path`` to its first ``n`` lines."""
-    with open(path, encoding="utf-8") as handle:
-        kept = [line for _, line in zip(range(n), handle)]
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(kept)
-
-
 def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list[str]) -> list[str]:
     """The command-line equivalents of what the run did in process."""
     def q(value: str) -> str:
@@ -184,10 +158,6 @@ def _cli_commands(args: argparse.Namespace, files: dict[str, str], methods: list
     return cmds
 
 
-_REJUDGED = ("re-judged with --reuse-scored without loading the model: load_model, build_vectors, score_* and "
-             "total are the earlier run's; evaluate and rejudge_total are this run's")
-
-
 class _Model:
     """The model, loaded on first use and then shared by every data set of the run."""
 
@@ -203,45 +173,6 @@ class _Model:
             self.model = load_model(self.args.model, device=self.args.device)
             self.seconds = time.perf_counter() - tick
         return self.model
-
-
-def _same_settings(args: argparse.Namespace, before: dict[str, Any], name: str) -> None:
-    """--reuse-scored: refuse to mix scored files made with other settings (a setting left at
-    its default, as layer and centring may be, is not compared)."""
-    for key in ("coeff", "tau", "fusion", "alpha", "top_m", "seed", "layer", "center"):
-        now = getattr(args, key)
-        if key in before and now is not None and before[key] != now:
-            raise SystemExit(f"[{name}] --reuse-scored: the scored files were made with {key} "
-                             f"{before[key]!r}, not {now!r}; drop --reuse-scored to score again, "
-                             "or pass the earlier setting")
-
-
-def _same_model(args: argparse.Namespace, before: dict[str, Any], name: str) -> None:
-    """--reuse-scored: refuse scored files that another built-in model made."""
-    known, made_by = builtin(args.model), before.get("id")
-    if known is not None and made_by and known.model_id != made_by:
-        raise SystemExit(f"[{name}] --reuse-scored: the scored files were made by {made_by}, not by "
-                         f"{args.model} ({known.model_id}); drop --reuse-scored to score again")
-
-
-_STARTED = "started.json"  # in a run's folder: the model and settings its scored files are made with
-
-
-def _earlier(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """The JSON of the earlier run with this name (--reuse-scored), or {}. Where a later run
-    started scoring in the same folder (its ``started.json`` is newer, as when it was
-    interrupted before writing its JSON), that run's model and settings replace the JSON's."""
-    if not args.reuse_scored:
-        return {}
-    path, started = os.path.join(args.out, f"{name}.json"), os.path.join(args.out, name, _STARTED)
-    earlier: dict[str, Any] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            earlier = json.load(handle)
-    if os.path.exists(started) and (not earlier or os.path.getmtime(started) > os.path.getmtime(path)):
-        with open(started, encoding="utf-8") as handle:
-            earlier.update(json.load(handle))
-    return earlier
 
 
 def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) -> dict[str, Any]:
@@ -271,26 +202,22 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         for method in args.methods:
             files[f"{method}_{split}"] = os.path.join(work, f"scored-{method}-{split}.jsonl")
     records = {split: read_records(files[f"records_{split}"]) for split in ("cal", "eval")}
-    earlier = _earlier(args, name)  # --reuse-scored: the run that wrote the scored files
-    # --reuse-scored: each scored file's whole lines, and whether it is complete
-    found = {f"{method}_{split}": _done_prefix(files[f"{method}_{split}"], [r.id for r in records[split]])
-             if args.reuse_scored else (0, False) for method in args.methods for split in ("cal", "eval")}
-    reuse = {key: whole for key, (_, whole) in found.items()}
-    # an interrupted run's scored files: resumed after their whole lines
-    partial = {key: done for key, (done, whole) in found.items() if not whole}
+    earlier = earlier_run(args.out, name, args.reuse_scored)  # --reuse-scored: the run that wrote the scored files
+    # --reuse-scored: complete scored files are kept; an interrupted run's are resumed after their whole lines
+    reuse, partial = survey(files, {s: [r.id for r in records[s]] for s in records}, args.methods, args.reuse_scored)
     # every scored file already there, with the vectors and the earlier JSON: judge without the model
     no_model = all(reuse.values()) and bool(earlier.get("model")) and os.path.exists(files["vectors"])
     timings: dict[str, Any] = {}
     if any(reuse.values()) or any(partial.values()):
-        _same_model(args, earlier.get("model", {}), name)
-        _same_settings(args, earlier.get("settings", {}), name)
+        same_model(args, earlier.get("model", {}), name)
+        same_settings(args, earlier.get("settings", {}), name)
     if no_model:
         vectors = load_vectors(files["vectors"])
         model_info, centred = earlier["model"], earlier["settings"]["center"]
         before = earlier.get("timings_s", {})
         timings.update({k: v for k, v in before.items() if k not in ("evaluate", "rejudge_total", "note")})
-        timings["note"] = _REJUDGED
-        if before.get("note") not in (None, _REJUDGED):
+        timings["note"] = REJUDGED
+        if before.get("note") not in (None, REJUDGED):
             timings["note_earlier"] = before["note"]
         print(f"[{name}] every scored file is complete: re-judging them, no model loaded", file=sys.stderr)
     else:
@@ -319,10 +246,9 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         centred = scorers["steer"].centred
         if "random" in args.methods:
             scorers["random"] = Scorer(model, random_vectors(vectors, args.seed, files["random_vectors"]), config)
-        with open(os.path.join(work, _STARTED), "w", encoding="utf-8") as handle:
-            json.dump({"model": model_info, "settings": {
-                "coeff": args.coeff, "layer": vectors.layer, "center": centred, "tau": args.tau,
-                "fusion": args.fusion, "alpha": args.alpha, "top_m": args.top_m, "seed": args.seed}}, handle, indent=2)
+        write_started(work, model_info, {"coeff": args.coeff, "layer": vectors.layer, "center": centred,
+                                         "tau": args.tau, "fusion": args.fusion, "alpha": args.alpha,
+                                         "top_m": args.top_m, "seed": args.seed})
         for method in args.methods:
             for split in ("cal", "eval"):
                 out, todo = files[f"{method}_{split}"], records[split]
@@ -333,7 +259,7 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
                     continue
                 done = partial.get(f"{method}_{split}", 0)
                 if done:  # an interrupted run's whole lines are kept; the rest is scored after them
-                    _keep_lines(out, done)
+                    keep_lines(out, done)
                     todo = todo[done:]
                     print(f"[{name}] {method}/{split}: resuming after {done} of {len(records[split])} records",
                           file=sys.stderr)
@@ -373,6 +299,8 @@ def run(args: argparse.Namespace, dataset: str, models: _Model | None = None) ->
         argv.append("--center" if args.center else "--no-center")
     if args.methods != list(METHODS):
         argv += ["--methods", ",".join(args.methods)]
+    if args.reuse_scored:  # the scored files (or some) may be an earlier run's: timings_s says which
+        argv.append("--reuse-scored")
     from steerunc import __version__
 
     report = {

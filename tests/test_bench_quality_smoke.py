@@ -104,8 +104,9 @@ def test_harness_smoke_on_tiny_random(tmp_path: Path, tiny: Any) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("no model loaded") == 2
     rejudged = json.loads((out / "sst2-tiny-random-n6-k2.json").read_text())
-    for key in ("results", "steering_adds", "option_prior", "model", "settings", "command"):
+    for key in ("results", "steering_adds", "option_prior", "model", "settings"):
         assert rejudged[key] == report[key], key
+    assert rejudged["command"] == report["command"] + " --reuse-scored"  # says its scored files are kept
     assert rejudged["timings_s"]["total"] == report["timings_s"]["total"] and "rejudge_total" in rejudged["timings_s"]
     # one scored file missing: the model loads and scores only that one, with the earlier run's vectors
     vectors = out / "sst2-tiny-random-n6-k2" / "vectors.safetensors"
@@ -193,15 +194,16 @@ def test_runs_are_named_by_the_model_default_means() -> None:
     """'default' has meant Gemma and then Qwen: a run is named by the model itself, and
     --reuse-scored refuses scored files another built-in model made."""
     import bench_quality
+    from quality_resume import same_model
 
     from steerunc.scoring.registry import DEFAULT_TARGET, builtin
 
     assert bench_quality._parse(["--dataset", "sst2"]).model == DEFAULT_TARGET
     gemma = bench_quality._parse(["--dataset", "sst2", "--model", "gemma-3-270m"])
-    bench_quality._same_model(gemma, {"id": builtin("gemma-3-270m").model_id}, "run")  # the same model: fine
-    bench_quality._same_model(gemma, {}, "run")  # an earlier JSON without the model: nothing to compare
+    same_model(gemma, {"id": builtin("gemma-3-270m").model_id}, "run")  # the same model: fine
+    same_model(gemma, {}, "run")  # an earlier JSON without the model: nothing to compare
     with pytest.raises(SystemExit, match="made by .*, not by gemma-3-270m"):
-        bench_quality._same_model(gemma, {"id": builtin(DEFAULT_TARGET).model_id}, "run")
+        same_model(gemma, {"id": builtin(DEFAULT_TARGET).model_id}, "run")
 
 
 def test_long_scoring_reports_progress(capsys: pytest.CaptureFixture[str]) -> None:
