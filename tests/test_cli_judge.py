@@ -246,6 +246,38 @@ def test_triage_max_risk_warns_when_the_threshold_records_come_in_groups(files: 
     result, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", "--calibration-data",
                            write_jsonl(tmp_path / "alone.jsonl", alone))
     assert result.exit_code == 0 and "groups" not in result.stderr
+    # --one-per-group: the threshold is chosen on one record per group, and the policy says so
+    policy = tmp_path / "thinned-policy.json"
+    thinned, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", "--calibration-data",
+                            grouped, "--one-per-group", "--seed", "3", "--policy-out", str(policy), "--json")
+    assert thinned.exit_code == 0, thinned.stderr
+    assert "fall in 100 groups" not in " ".join(thinned.stderr.split())
+    guarantee = json.loads(thinned.stdout)["guarantee"]
+    assert guarantee["n_calibration"] == 100 and "seed 3: 100 of the 300 labelled records" in guarantee["sample"]
+    assert json.loads(policy.read_text())["guarantee"]["sample"] == guarantee["sample"]
+    from steerunc import Router
+    from steerunc.errors import InputError
+
+    assert Router.from_policy(str(policy)).guarantee == guarantee  # a saved policy keeps how it was chosen
+    bad = json.loads(policy.read_text())
+    bad["guarantee"]["sample"] = 3
+    with pytest.raises(InputError, match="'guarantee.sample' must be a string or null"):
+        Router.from_policy(bad)
+    assert "on 100 labelled records (one record per group" in " ".join(thinned.stderr.split())  # none certified
+    certified, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.6", "--calibration-data",
+                              grouped, "--one-per-group")
+    assert "Clopper-Pearson upper bound" in certified.stderr
+    assert "100 of the 300 labelled records, so each group weighs the same" in " ".join(certified.stderr.split())
+    # the draw is the seed's: the same seed, the same threshold records
+    again, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", "--calibration-data",
+                          grouped, "--one-per-group", "--seed", "3", "--json")
+    assert json.loads(again.stdout)["guarantee"] == guarantee
+    ungrouped, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--max-risk", "0.45", "--calibration-data",
+                              files["test"], "--one-per-group", "--json")
+    assert ungrouped.exit_code == 0 and "every one is used" in " ".join(ungrouped.stderr.split())
+    assert json.loads(ungrouped.stdout)["guarantee"]["n_calibration"] == 300
+    refused, _, _ = _triage(files, tmp_path, "-c", files["calibrator"], "--budget", "0.2", "--one-per-group")
+    assert refused.exit_code == 2 and "only used with --max-risk" in refused.stderr
 
 
 def test_triage_max_risk_on_labelled_input(files: dict[str, str], tmp_path: Path) -> None:

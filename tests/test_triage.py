@@ -15,7 +15,7 @@ from steerunc.judging.calibration import Calibrator, load_calibrator, make_calib
 from steerunc.errors import InputError
 from steerunc.scored import record_keys
 from steerunc.judging.triage import Router, check_disjoint, confidence_warning, raw_certainty
-from steerunc.judging.triage_bounds import budget_cut, budget_threshold, clopper_pearson_upper, min_accepted, risk_threshold
+from steerunc.judging.triage_bounds import budget_cut, budget_threshold, clopper_pearson_upper, min_accepted, one_per_group, risk_threshold
 
 
 def test_clopper_pearson_matches_scipy() -> None:
@@ -225,6 +225,44 @@ def test_choosing_the_threshold_on_the_records_fitted_on_breaks_the_guarantee() 
         selection = risk_threshold(_confidence(calibrator, part.s), part.ok, _EPSILON, _DELTA)
         violations += _population_risk(calibrator, selection.threshold)[0] > _EPSILON
     assert violations / splits > _DELTA + 2 * _slack(splits), violations
+
+
+def test_one_record_per_group_keeps_the_guarantee_that_grouped_records_break() -> None:
+    """Records that come in groups err together (one question asked of several countries): choosing
+    the threshold on all of them counts each group many times and breaks the guarantee; on one
+    record per group (``triage --one-per-group``) it holds. The population is the one above, drawn
+    by group (1 to 30 records each, every record of a group with the group's score and correctness),
+    so a draw of "a group, then one of its records" has the same true error rates as a group."""
+    rng = np.random.default_rng(21)
+    splits, groups_per_split = 400, 300
+    violations = {"all": 0, "one per group": 0}
+    coverages = []
+    for split in range(splits):
+        s = rng.uniform(size=groups_per_split)
+        ok = (rng.uniform(size=groups_per_split) >= _error_rate(s)).astype(float)
+        sizes = rng.integers(1, 31, groups_per_split)
+        groups = np.repeat(np.arange(groups_per_split), sizes)
+        records_s, records_ok = s[groups], ok[groups]
+        for name, keep in (("all", np.arange(groups.size)), ("one per group", one_per_group(groups.tolist(), split))):
+            selection = risk_threshold(1.0 - records_s[keep], records_ok[keep], _EPSILON, _DELTA)
+            accepted = None if selection.threshold is None else 1.0 - _GRID >= selection.threshold
+            risk = float(_error_rate(_GRID)[accepted].mean()) if accepted is not None and accepted.any() else 0.0
+            violations[name] += risk > _EPSILON
+            if name == "one per group":
+                assert selection.n_calibration == groups_per_split
+                coverages.append(selection.coverage)
+    assert violations["one per group"] / splits <= _DELTA + _slack(splits), violations
+    assert violations["all"] / splits > _DELTA + 2 * _slack(splits), violations  # the test can tell
+    assert np.median(coverages) > 0.15, np.median(coverages)  # (the best rule accepts 38.5 %)
+
+
+def test_one_per_group_draws_one_record_of_each_group() -> None:
+    groups = ["a", "b", "a", "c", "a", "b"]
+    for seed in range(20):
+        kept = one_per_group(groups, seed)
+        assert sorted(groups[i] for i in kept) == ["a", "b", "c"] and list(kept) == sorted(kept)
+    assert len({tuple(one_per_group(groups, seed)) for seed in range(20)}) > 1  # drawn, not always the first
+    assert one_per_group(groups, 5).tolist() == one_per_group(groups, 5).tolist()  # the seed's draw
 
 
 def test_record_keys_by_id_as_text_else_by_content() -> None:

@@ -185,10 +185,11 @@ def triage_summary(
     if realised is not None:
         lines.append(f"  realised error rate of the {len(known)} labelled accepted records: {realised:.2%}")
     g = router.guarantee
+    sample = f" ({g['sample']})" if g and g.get("sample") else ""
     if g and g.get("risk_upper_bound") is None:
         lines.append(
             f"  no threshold certifies an error rate <= {g['max_risk']:.2%} with probability >= {1 - g['delta']:.0%} "
-            f"on {g['n_calibration']} labelled records: everything goes to review (more calibration data, "
+            f"on {g['n_calibration']} labelled records{sample}: everything goes to review (more calibration data, "
             "a looser --max-risk or a larger --delta would help)"
         )
     elif g:
@@ -196,6 +197,7 @@ def triage_summary(
             f"  guarantee: error rate of accepted records <= {g['max_risk']:.2%} with probability >= "
             f"{1 - g['delta']:.0%} (chosen on {g['n_calibration']} labelled records: {g['n_accepted']} accepted, "
             f"{g['errors_accepted']} errors, Clopper-Pearson upper bound {g['risk_upper_bound']:.2%})"
+            + (f"; {g['sample']}, so each group weighs the same" if sample else "")
         )
     if policy_out:
         lines.append(f"  policy saved to {policy_out}")

@@ -33,7 +33,7 @@ from steerunc.judging.option_prior import OptionPrior
 from steerunc.judging.provenance import check_disjoint
 from steerunc.scored import TARGETS, ScoredFile, read_scored, record_groups, score_names
 from steerunc.judging.triage import Decision, Router
-from steerunc.judging.triage_bounds import budget_cut
+from steerunc.judging.triage_bounds import budget_cut, one_per_group
 
 __all__ = ["triage"]
 
@@ -65,6 +65,13 @@ __all__ = ["triage"]
     help="Labelled scored records to choose the --max-risk threshold on, none of them among those the "
     "calibrator was fitted on [default: the labelled input].",
 )
+@click.option(
+    "--one-per-group",
+    is_flag=True,
+    help="--max-risk: choose the threshold on one record per 'group', drawn at random (records of one group "
+    "err together; the guarantee needs independent records).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --one-per-group draw.")
 @click.option("--policy", "policy_path", metavar="POLICY.json", help="Apply a saved policy instead.")
 @click.option("--policy-out", metavar="POLICY.json", help="Save the threshold, its guarantee and the calibrator.")
 @click.option("--accept-out", required=True, metavar="ACCEPT.jsonl", help="Records accepted automatically.")
@@ -79,6 +86,8 @@ def triage(
     max_risk: float | None,
     delta: float,
     calibration_data: str | None,
+    one_per_group: bool,
+    seed: int,
     policy_path: str | None,
     policy_out: str | None,
     accept_out: str,
@@ -114,6 +123,8 @@ def triage(
         raise click.UsageError(f"{modes[0]} needs --calibrator CAL.json")
     if calibration_data is not None and max_risk is None:
         raise click.UsageError("--calibration-data is only used with --max-risk")
+    if one_per_group and max_risk is None:
+        raise click.UsageError("--one-per-group is only used with --max-risk")
     check_outputs((accept_out, "--accept-out"), (review_out, "--review-out"), (policy_out, "--policy-out"))
 
     scored = read_scored(scored_path)
@@ -129,8 +140,9 @@ def triage(
         if budget is not None:
             router, decisions = _budget_router(scored, calibrator, budget, prior)
         elif max_risk is not None:
+            thin = seed if one_per_group else None
             router, more = _risk_router(scored, calibrator, calibrator_path, max_risk, delta, calibration_data,
-                                        prior, prior_path)
+                                        prior, prior_path, thin)
             notes += more
 
     scored.labelled(TARGETS[router.calibrator.target])  # a bad label stops here, before anything is written
@@ -219,8 +231,10 @@ def _risk_router(
     calibration_data: str | None,
     prior: OptionPrior | None,
     prior_path: str | None,
+    thin: int | None = None,
 ) -> tuple[Router, list[str]]:
-    """Threshold chosen on labelled records disjoint from those the calibrator (and prior) were fitted on."""
+    """Threshold chosen on labelled records disjoint from those the calibrator (and prior) were fitted on;
+    ``thin`` (a seed): on one record per group, drawn at random."""
     source = read_scored(calibration_data) if calibration_data is not None else scored
     if prior is not None:
         source = prior.correct_file(source)
@@ -251,15 +265,28 @@ def _risk_router(
     if prior is not None:
         check_disjoint(prior, [d for _, d in records], source.path, prior_path, what="option prior")
     groups = record_groups(records)
-    if groups is not None and len(set(groups)) < len(groups):
+    shared = groups is not None and len(set(groups)) < len(groups)
+    confidence = calibrated_confidence(calibrator, records, source.path)
+    sample = None
+    if thin is not None and groups is not None and shared:
+        kept = one_per_group(groups, thin)
+        sample = (f"one record per group ('group'), drawn at random with seed {thin}: {kept.size} of the "
+                  f"{len(records)} labelled records")
+        confidence, correct = np.asarray(confidence)[kept], np.asarray(correct)[kept]
+        notes.append(f"note: the threshold is chosen on {sample} in {source.path}")
+    elif thin is not None:
+        notes.append(f"note: --one-per-group: no two labelled records in {source.path} share a 'group'; "
+                     "every one is used")
+    elif shared:
+        assert groups is not None
         notes.append(
             f"warning: the {len(groups)} records in {source.path} that choose the threshold fall in "
             f"{len(set(groups))} groups ('group'): the guarantee assumes independent records, and records of "
-            "one group err together, so it is optimistic here; choose the threshold on one record per group "
-            "to keep it"
+            "one group err together, so it is optimistic here; pass --one-per-group to choose the threshold "
+            "on one record per group"
         )
-    confidence = calibrated_confidence(calibrator, records, source.path)
     router = Router.for_risk(
-        calibrator, confidence, correct, max_risk, delta, source=os.path.basename(source.path), prior=prior
+        calibrator, confidence, correct, max_risk, delta, source=os.path.basename(source.path), prior=prior,
+        sample=sample,
     )
     return router, notes

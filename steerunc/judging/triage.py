@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,6 +90,9 @@ def _guarantee(value: Any, path: str | None) -> dict[str, Any] | None:
         v = value.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise InputError(f"policy field 'guarantee.{key}' must be a count (an integer >= 0), got {_short(v)}", path)
+    sample: Any = value.get("sample")
+    if sample is not None and not isinstance(sample, str):
+        raise InputError(f"policy field 'guarantee.sample' must be a string or null, got {_short(sample)}", path)
     bound: Any = value.get("risk_upper_bound")
     if bound is not None and not (_finite(bound) and 0 <= bound <= 1):
         raise InputError(
@@ -214,9 +217,11 @@ class Router:
         delta: float = 0.1,
         source: str | None = None,
         prior: OptionPrior | None = None,
+        sample: str | None = None,
     ) -> Router:
-        """Threshold keeping the accepted error rate <= max_risk with probability >= 1 - delta."""
-        selection = risk_threshold(confidence, correct, max_risk, delta)
+        """Threshold keeping the accepted error rate <= max_risk with probability >= 1 - delta
+        (``sample``: how the records were chosen, where not all were used; kept in the guarantee)."""
+        selection = replace(risk_threshold(confidence, correct, max_risk, delta), sample=sample)
         return cls(calibrator, selection.threshold, mode="max_risk", guarantee=selection, source=source, prior=prior)
 
     # -- policy JSON ---------------------------------------------------------------

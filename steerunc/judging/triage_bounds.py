@@ -29,11 +29,20 @@ confidences, never on the labels, so the guarantee holds.
 
 With few calibration records or a strict target nothing may be certified;
 then the threshold is None and every record goes to review.
+
+Records that share a group (one question asked of several countries) are not
+independent: they err together, the binomial bound counts them as separate
+draws, and the guarantee is then optimistic. :func:`one_per_group` keeps one
+record per group, drawn at random within it; where the groups are independent
+draws, the kept records are independent draws of "a group, then one of its
+records", and the guarantee holds for that draw: each group weighs the same,
+whatever its size.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +56,7 @@ __all__ = [
     "budget_threshold",
     "clopper_pearson_upper",
     "min_accepted",
+    "one_per_group",
     "risk_threshold",
     "start_size",
 ]
@@ -85,6 +95,21 @@ def start_size(max_risk: float, delta: float, limit: int) -> int:
     n = np.arange(1, limit + 1)
     certified = np.flatnonzero(clopper_pearson_upper(np.floor(n * max_risk / 2), n, delta) <= max_risk)
     return int(n[certified[0]]) if certified.size else limit
+
+
+def one_per_group(groups: Sequence[Hashable], seed: int = 0) -> NDArray[np.int64]:
+    """Positions of one record per group, drawn uniformly at random within each group (seeded), in
+    increasing order; a group of one keeps its record.
+
+    >>> one_per_group(["a", "b", "a", "c", "a"], seed=0).tolist()
+    [1, 3, 4]
+    """
+    members: dict[Hashable, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    rng = np.random.default_rng(seed)
+    picked = [ids[int(rng.integers(len(ids)))] if len(ids) > 1 else ids[0] for ids in members.values()]
+    return np.sort(np.asarray(picked, dtype=np.int64))
 
 
 def _check_unit(name: str, value: float, low_open: bool = True) -> None:
@@ -174,6 +199,7 @@ class RiskSelection:
     errors_accepted: int
     risk_upper_bound: float | None  # Clopper-Pearson (1 - delta) bound at the chosen threshold
     procedure: str = "learn-then-test, fixed-sequence, Clopper-Pearson"
+    sample: str | None = None  # how the calibration records were chosen, where not all of them were used
 
     @property
     def coverage(self) -> float:
