@@ -23,7 +23,8 @@ import numpy as np
 
 from steerunc.judging.calibration import CalibrationError, make_calibrator, save_calibrator
 from steerunc.judging.evaluation import evaluate
-from steerunc.judging.metrics import bootstrap_interval, compute_metrics, js_distance, prr
+from steerunc.judging.distances import js_distance
+from steerunc.judging.metrics import bootstrap_interval, compute_metrics, prr
 from steerunc.scored import TARGETS, ScoredFile, read_scored, record_groups, score_of
 
 __all__ = ["judge", "human_js", "SCORES", "read_grouped"]

@@ -201,7 +201,7 @@ def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: floa
     import torch
 
     from steerunc.scoring.fusion import FusionConfig, fuse
-    from steerunc.judging.metrics import js_distance
+    from steerunc.judging.distances import js_distance
 
     config = FusionConfig(tau=tau, alpha=alpha)
     scores: dict[str, list[float]] = {}

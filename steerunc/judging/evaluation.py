@@ -49,7 +49,8 @@ from steerunc import __version__
 from steerunc.judging.calibration import Calibrator
 from steerunc.judging.confidence import calibrated_confidence
 from steerunc.errors import InputError
-from steerunc.judging.metrics import compute_metrics, js_distance, kl_divergence
+from steerunc.judging.distances import js_distance, kl_divergence
+from steerunc.judging.metrics import compute_metrics
 from steerunc.judging.option_prior import OptionPrior
 from steerunc.judging.provenance import check_settings, overlap
 from steerunc.scored import (
