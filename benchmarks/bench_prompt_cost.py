@@ -17,6 +17,11 @@ annotated vectors, which only steering needs (267-372 s per set in the layer-20
 runs of docs/results.md), is not in (steer): it is added from ``--vectors-seconds``
 if given. The last line projects a full
 ``bench_quality`` part (``--n-cal`` + ``--n-full`` records) for each way.
+
+Where a record's options run to several tokens (TruthfulQA), the prompt ensemble
+runs each prompt once and its options after the prompt's cached keys and values;
+``--compare-rows`` also times it the way it ran before (the prompt again for each
+option, as one row per option), as a third way ``(rows)``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="measured time to build the annotated vectors (from a bench_quality JSON), for the total")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--compare-rows", action="store_true",
+                        help="also time the prompt ensemble with its prompt run again for each longer option "
+                             "(one row per option, as before the prompt was run once per record)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data")))
     args = parser.parse_args(argv)
@@ -103,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
             "prompt": lambda rows: prompt_ensemble(model, rows, task.perspectives, fusion, out, args.plain_batch_size),
             "steer": lambda rows: score_records(scorer, rows, out),
         }
+        if args.compare_rows:
+            ways["rows"] = lambda rows: prompt_ensemble(model, rows, task.perspectives, fusion, out,
+                                                        args.plain_batch_size, shared_prefix=False)
         warm = records[: min(4, len(records))]
         for fn in ways.values():
             fn(warm)
@@ -123,13 +134,15 @@ def main(argv: list[str] | None = None) -> None:
           f"median of {args.repeats} rounds after a warm-up; load average now {os.getloadavg()[0]:.2f}")
     print(f"{'way':<48} {'median s':>9} {'per record s':>13} {'vs steer':>9}")
     labels = {"steer": "(steer) Scorer: one pass, K views from the layer",
-              "prompt": "(prompt) K+1 plain passes, perspective as text"}
-    for name in ("steer", "prompt"):
+              "prompt": "(prompt) K+1 plain passes, perspective as text",
+              "rows": "(rows) the same, prompt again for each option"}
+    for name in ["steer", "prompt"] + ["rows"] * ("rows" in ways):
         print(f"{labels[name]:<48} {statistics.median(seconds[name]):>9.2f} {per[name]:>13.3f} "
               f"{per[name] / per['steer']:>9.2f}")
     built = f" + vectors {args.vectors_seconds:.0f} s" if args.vectors_seconds is not None else ""
     print(f"projected full part ({args.n_cal} + {args.n_full} records): steer {per['steer'] * full:.0f} s{built}, "
-          f"prompt {per['prompt'] * full:.0f} s; prompt/steer={per['prompt'] / per['steer']:.2f}")
+          f"prompt {per['prompt'] * full:.0f} s; prompt/steer={per['prompt'] / per['steer']:.2f}"
+          + (f"; rows {per['rows'] * full:.0f} s, rows/prompt={per['rows'] / per['prompt']:.2f}" if "rows" in per else ""))
 
 
 if __name__ == "__main__":

@@ -184,6 +184,13 @@ def test_prompt_cost_times_both_ways_on_the_tasks_records(tmp_path: Path, capsys
     full_prompt = float(projected.split("prompt ")[1].split(" s")[0])
     assert abs(full_steer - 50 * steer) <= 1 and abs(full_prompt - 50 * prompt) <= 1  # per record rounded to ms
     assert projected.endswith(f"prompt/steer={rows['(prompt)'][-1]}")
+    # --compare-rows: the prompt ensemble timed a third way, its prompt run again for each option
+    bench_prompt_cost.main(["--dataset", "chaosnli", "--model", "tiny-random", "--n", "3", "--repeats", "1",
+                            "--k", "2", "--n-full", "30", "--n-cal", "20", "--data-dir", str(data), "--compare-rows"])
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out[3:6]}
+    assert set(rows) == {"(steer)", "(prompt)", "(rows)"} and float(rows["(rows)"][-2]) > 0
+    assert "; rows " in out[6] and "rows/prompt=" in out[6]
     with pytest.raises(SystemExit):
         bench_prompt_cost.main(["--dataset", "chaosnli", "--n", "0", "--data-dir", str(data)])
     with pytest.raises(SystemExit, match="only .* items can be evaluated"):  # said plainly, before the model loads
@@ -238,8 +245,35 @@ def test_converters_on_the_real_data(name: str) -> None:
     assert len({r["id"] for r in records}) == len(records)
 
 
-def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(tiny: Any) -> None:
-    """The ensemble's plain scorer applies the head to view 0 only; a zero-vector view is that view again."""
+def _tiny_qwen2(tmp_path: Path) -> Any:
+    """The default model's architecture (Qwen2), tiny and random, with the tiny tokenizer."""
+    import torch
+    from conftest import load_tiny
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from steerunc.scoring.tiny import tiny_random_model
+
+    _, tokenizer = tiny_random_model()
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path / "qwen")
+    tokenizer.save_pretrained(tmp_path / "qwen")
+    return load_tiny(path=str(tmp_path / "qwen"))
+
+
+@pytest.mark.parametrize("architecture", ["gemma3", "qwen2"])
+def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(
+    architecture: str, tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ensemble's plain scorer applies the head to view 0 only; a zero-vector view is that view
+    again. Records with longer options run their prompt once, its keys and values kept for the
+    options (``shared_prefix``): the same option scores as one full row per option, in a batch that
+    mixes one-token and longer options, options of one token beside longer ones, and ragged lengths."""
+    import quality_scoring
     import torch
     from quality_scoring import _PlainScorer
 
@@ -247,14 +281,26 @@ def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(tiny: Any) -> No
     from steerunc.scoring.scorer import ScoreConfig, Scorer
     from steerunc.scoring.vectors import SteeringVectors
 
-    zero = SteeringVectors(names=["none"], vectors=torch.zeros(1, tiny.d_model), layer=tiny.n_layers - 1,
-                           model_id=tiny.model_id, fingerprint=tiny.fingerprint, resid_norm=1.0, n_pairs=[0])
-    full = Scorer(tiny, zero, ScoreConfig(coeff=0.0, center=False))
+    model = tiny if architecture == "gemma3" else _tiny_qwen2(tmp_path)
+    zero = SteeringVectors(names=["none"], vectors=torch.zeros(1, model.d_model), layer=model.n_layers - 1,
+                           model_id=model.model_id, fingerprint=model.fingerprint, resid_norm=1.0, n_pairs=[0])
+    full = Scorer(model, zero, ScoreConfig(coeff=0.0, center=False))
     records = [Record(text="Q: why?\nA:", options=["because of the rain", "no", "it is so, yes"], id="multi"),
-               Record(text="Is it ok? Answer:", options=["Yes", "No"], id="single")]
-    for ours, theirs in zip(_PlainScorer(tiny, 8).score(records), full.score(records)):
-        assert ours.base_logits == pytest.approx(theirs.base_logits, abs=1e-5)  # type: ignore[union-attr]
-        assert ours.scores["mutual_info"] == theirs.scores["mutual_info"] == 0.0  # type: ignore[union-attr]
+               Record(text="Is it ok? Answer:", options=["Yes", "No"], id="single"),
+               Record(text="Pick one letter, then more: ", options=["a", "bcd", "efghij"], id="one-token-option"),
+               Record(text="Q: a much longer question, to make the prompts ragged?\nA:",
+                      options=["yes", "no, not at all"], id="longer")]
+    reference = full.score(records)
+    calls: list[str] = []
+    once = quality_scoring._prefix_once
+    monkeypatch.setattr(quality_scoring, "_prefix_once", lambda m, item: calls.append(item.record.id) or once(m, item))
+    for shared in (True, False):
+        calls.clear()
+        for ours, theirs in zip(_PlainScorer(model, 8, shared_prefix=shared).score(records), reference):
+            assert ours.id == theirs.id
+            assert ours.base_logits == pytest.approx(theirs.base_logits, abs=1e-4)  # type: ignore[union-attr]
+            assert ours.scores["mutual_info"] == theirs.scores["mutual_info"] == 0.0  # type: ignore[union-attr]
+        assert calls == ([r.id for r in records] if shared else [])  # the prompt-once path ran, or did not
 
 
 def _scored_file(path: Path, seed: int, informative: bool, n: int = 400, options: list[str] | None = None) -> None:

@@ -36,7 +36,7 @@ from steerunc.records import ErrorRecord, Record, ScoredRecord, id_of, record_fr
 from steerunc.scoring.fusion import FusionConfig
 from steerunc.scoring.model import LoadedModel
 from steerunc.scoring.prompting import chat_text, has_chat_template
-from steerunc.scoring.readouts import Item, OptionsReadout, Readout, ReadoutContext
+from steerunc.scoring.readouts import Item, OptionsReadout, Plan, Readout, ReadoutContext
 from steerunc.scoring.readouts_vocab import ContinuationReadout, NextTokenReadout
 from steerunc.scoring.vectors import SteeringVectors
 from steerunc.scoring.vectors_default import default_vectors
@@ -385,8 +385,7 @@ class Scorer:
             if not group:
                 continue
             plan = readout.plan([item for _, item in group])
-            batch = collate(plan.rows, plan.read, self.model.pad_id, self.model.device)
-            hidden = steered_hidden(self.model, batch, self.steer, self.layer, self.start)
+            hidden = self._hidden(plan)
             finished = readout.finish(plan, hidden)
             del hidden
             if len(finished) != len(group):
@@ -394,6 +393,12 @@ class Scorer:
             for (position, _), scored in zip(group, finished):
                 results[position] = scored
         yield from (result for result in results if result is not None)  # every position is filled
+
+    def _hidden(self, plan: Plan) -> torch.Tensor:
+        """The final-normed hidden states of every view at the plan's read positions,
+        ``[rows, K+1, n_read, d_model]`` (one steered pass: ``views.steered_hidden``)."""
+        batch = collate(plan.rows, plan.read, self.model.pad_id, self.model.device)
+        return steered_hidden(self.model, batch, self.steer, self.layer, self.start)
 
     def _chunk_positions(self) -> int:
         """Positions per chunk of continuation work (see ``ContinuationReadout.chunk_positions``)."""
