@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> None:
             for item in by_length(task.eval):  # the order bench_quality scores them in
                 handle.write(json.dumps(item, ensure_ascii=False) + "\n")
         records = read_records(path)
-        out = os.path.join(work, "scored.jsonl")
+        out = {name: os.path.join(work, f"scored-{name}.jsonl") for name in ("prompt", "steer", "rows")}
         ways = {
-            "prompt": lambda rows: prompt_ensemble(model, rows, task.perspectives, fusion, out, args.plain_batch_size),
-            "steer": lambda rows: score_records(scorer, rows, out),
+            "prompt": lambda rows: prompt_ensemble(model, rows, task.perspectives, fusion, out["prompt"],
+                                                   args.plain_batch_size),
+            "steer": lambda rows: score_records(scorer, rows, out["steer"]),
         }
         if args.compare_rows:
-            ways["rows"] = lambda rows: prompt_ensemble(model, rows, task.perspectives, fusion, out,
+            ways["rows"] = lambda rows: prompt_ensemble(model, rows, task.perspectives, fusion, out["rows"],
                                                         args.plain_batch_size, shared_prefix=False)
         warm = records[: min(4, len(records))]
         for fn in ways.values():
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, fn in ways.items():
                 seconds[name].append(fn(records))
                 print(f"round {r + 1}/{args.repeats}: {name} {seconds[name][-1]:.1f} s", file=sys.stderr, flush=True)
+        same = _same_scores(out["prompt"], out["rows"]) if args.compare_rows else None
 
     tokens = [len(model.tokenizer(r.text)["input_ids"]) for r in records]
     shared = records[0].options if all(r.options == records[0].options for r in records) else None
@@ -139,10 +141,25 @@ def main(argv: list[str] | None = None) -> None:
     for name in ["steer", "prompt"] + ["rows"] * ("rows" in ways):
         print(f"{labels[name]:<48} {statistics.median(seconds[name]):>9.2f} {per[name]:>13.3f} "
               f"{per[name] / per['steer']:>9.2f}")
+    if same is not None:
+        print(same)
     built = f" + vectors {args.vectors_seconds:.0f} s" if args.vectors_seconds is not None else ""
     print(f"projected full part ({args.n_cal} + {args.n_full} records): steer {per['steer'] * full:.0f} s{built}, "
           f"prompt {per['prompt'] * full:.0f} s; prompt/steer={per['prompt'] / per['steer']:.2f}"
           + (f"; rows {per['rows'] * full:.0f} s, rows/prompt={per['rows'] / per['prompt']:.2f}" if "rows" in per else ""))
+
+
+def _same_scores(prompt: str, rows: str) -> str:
+    """How far the prompt ensemble's two ways differ on the same records: the largest difference in
+    any option's score (summed log-probability, base and fused logits) and the predictions that agree."""
+    from steerunc.io import read_jsonl
+
+    a = [ln.data or {} for ln in read_jsonl(prompt)]
+    b = [ln.data or {} for ln in read_jsonl(rows)]
+    worst = max(abs(x[key][o] - y[key][o]) for x, y in zip(a, b) for key in ("base_logits", "logits") for o in x[key])
+    agree = sum(x["prediction"] == y["prediction"] and x["base_prediction"] == y["base_prediction"] for x, y in zip(a, b))
+    return (f"# (prompt) against (rows) on the {len(a)} records: option scores differ by at most {worst:.1e}; "
+            f"predictions the same on {agree} of {len(a)}")
 
 
 if __name__ == "__main__":

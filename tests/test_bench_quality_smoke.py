@@ -190,7 +190,10 @@ def test_prompt_cost_times_both_ways_on_the_tasks_records(tmp_path: Path, capsys
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out[3:6]}
     assert set(rows) == {"(steer)", "(prompt)", "(rows)"} and float(rows["(rows)"][-2]) > 0
-    assert "; rows " in out[6] and "rows/prompt=" in out[6]
+    same = out[6]  # "# (prompt) against (rows) on the 3 records: option scores differ by at most D; predictions ..."
+    assert same.startswith("# (prompt) against (rows) on the 3 records") and same.endswith("the same on 3 of 3")
+    assert float(same.split("at most ")[1].split(";")[0]) < 1e-4
+    assert "; rows " in out[7] and "rows/prompt=" in out[7]
     with pytest.raises(SystemExit):
         bench_prompt_cost.main(["--dataset", "chaosnli", "--n", "0", "--data-dir", str(data)])
     with pytest.raises(SystemExit, match="only .* items can be evaluated"):  # said plainly, before the model loads
