@@ -154,8 +154,11 @@ def _same_scores(prompt: str, rows: str) -> str:
     any option's score (summed log-probability, base and fused logits) and the predictions that agree."""
     from steerunc.io import read_jsonl
 
-    a = [ln.data or {} for ln in read_jsonl(prompt)]
-    b = [ln.data or {} for ln in read_jsonl(rows)]
+    pairs = [(x.data or {}, y.data or {}) for x, y in zip(read_jsonl(prompt), read_jsonl(rows))]
+    pairs = [(x, y) for x, y in pairs if "base_logits" in x and "base_logits" in y]  # error records: no scores
+    if not pairs:
+        return "# (prompt) against (rows): no record was scored both ways"
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
     worst = max(abs(x[key][o] - y[key][o]) for x, y in zip(a, b) for key in ("base_logits", "logits") for o in x[key])
     agree = sum(x["prediction"] == y["prediction"] and x["base_prediction"] == y["base_prediction"] for x, y in zip(a, b))
     return (f"# (prompt) against (rows) on the {len(a)} records: option scores differ by at most {worst:.1e}; "
