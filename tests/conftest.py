@@ -28,6 +28,26 @@ def load_tiny(dtype: str = "float32", path: str = "tiny-random") -> Any:
     return load_model(path, device=DEVICE, dtype=dtype)
 
 
+def tiny_qwen2(folder: Any) -> Any:
+    """The default model's architecture (Qwen2: biased projections, no q/k norms), tiny and random,
+    with the tiny tokenizer, saved under ``folder`` and loaded on the test device."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from steerunc.scoring.tiny import tiny_random_model
+
+    _, tokenizer = tiny_random_model()
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(folder / "qwen")
+    tokenizer.save_pretrained(folder / "qwen")
+    return load_tiny(path=str(folder / "qwen"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests never read or write the user's cache, except the marked integration

@@ -248,26 +248,6 @@ def test_converters_on_the_real_data(name: str) -> None:
     assert len({r["id"] for r in records}) == len(records)
 
 
-def _tiny_qwen2(tmp_path: Path) -> Any:
-    """The default model's architecture (Qwen2), tiny and random, with the tiny tokenizer."""
-    import torch
-    from conftest import load_tiny
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from steerunc.scoring.tiny import tiny_random_model
-
-    _, tokenizer = tiny_random_model()
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(tmp_path / "qwen")
-    tokenizer.save_pretrained(tmp_path / "qwen")
-    return load_tiny(path=str(tmp_path / "qwen"))
-
-
 @pytest.mark.parametrize("architecture", ["gemma3", "qwen2"])
 def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(
     architecture: str, tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -278,13 +258,14 @@ def test_prompt_ensemble_plain_pass_equals_a_zero_vector_scorer(
     mixes one-token and longer options, options of one token beside longer ones, and ragged lengths."""
     import quality_scoring
     import torch
+    from conftest import tiny_qwen2
     from quality_scoring import _PlainScorer
 
     from steerunc.records import Record
     from steerunc.scoring.scorer import ScoreConfig, Scorer
     from steerunc.scoring.vectors import SteeringVectors
 
-    model = tiny if architecture == "gemma3" else _tiny_qwen2(tmp_path)
+    model = tiny if architecture == "gemma3" else tiny_qwen2(tmp_path)
     zero = SteeringVectors(names=["none"], vectors=torch.zeros(1, model.d_model), layer=model.n_layers - 1,
                            model_id=model.model_id, fingerprint=model.fingerprint, resid_norm=1.0, n_pairs=[0])
     full = Scorer(model, zero, ScoreConfig(coeff=0.0, center=False))

@@ -11,7 +11,7 @@ from steerunc.records import Record
 from steerunc.scoring.scorer import ScoreConfig, Scorer
 from steerunc.scoring.views import Unembedding, collate, sequential_view_logits, steered_hidden
 
-from conftest import MODERATION, load_tiny
+from conftest import MODERATION, load_tiny, tiny_qwen2
 
 TEXTS = [
     "you are great",
@@ -284,20 +284,9 @@ def test_read_rows_final_block_on_a_qwen2_model(tmp_path: Any) -> None:
     """The default model's architecture (Qwen2: biased projections, no q/k norms), tiny and random:
     the lean attention passes its check and one pass equals K+1 separate passes."""
     import steerunc.scoring.final_block as final_module
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from steerunc.scoring.tiny import tiny_random_model
-
-    _, tokenizer = tiny_random_model()
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(tmp_path / "qwen")
-    tokenizer.save_pretrained(tmp_path / "qwen")
-    model = load_tiny(path=str(tmp_path / "qwen"))
+    model = tiny_qwen2(tmp_path)
+    tokenizer = model.tokenizer
     steer = torch.randn(3, 64, generator=torch.Generator().manual_seed(1)) * 2
     rows = [tokenizer(MODERATION.format(t))["input_ids"] for t in TEXTS]
     batch = collate(rows, [[len(r) - 1] for r in rows], model.pad_id, model.device)
