@@ -156,7 +156,8 @@ class _PlainScorer(Scorer):
     def _hidden(self, plan: Plan) -> torch.Tensor:
         if not self.shared_prefix or "multi" not in plan.data:
             return super()._hidden(plan)
-        rows = [row for item in plan.items for row in _prefix_once(self.model, item)]
+        with _attention_reads_the_cache(self.model):  # once per batch, not per record
+            rows = [row for item in plan.items for row in _prefix_once(self.model, item)]
         depth = max(len(r) for r in rows)  # pad by repeating the last position, as ``collate`` does
         hidden = torch.stack([torch.cat([r, r[-1:].expand(depth - len(r), -1)]) for r in rows])
         return hidden[:, None].expand(-1, 2, -1, -1)  # view 1 (the zero vector) equals view 0
@@ -199,14 +200,13 @@ def _prefix_once(model: LoadedModel, item: Item) -> list[torch.Tensor]:
     for c, option in enumerate(options):
         ids[c, : len(option) - 1] = torch.tensor(option[:-1], dtype=torch.long)
         mask[c, len(item.text_ids) : len(item.text_ids) + len(option) - 1] = 1
-    with _attention_reads_the_cache(model):
-        before = decoder(input_ids=text, use_cache=True)
-        last, cache = before.last_hidden_state[0, -1:], getattr(before, name)
-        if cache is None or cache.get_seq_length() != len(item.text_ids):
-            raise RuntimeError(f"the model kept no keys and values for the prompt ({type(cache).__name__})")
-        cache.batch_repeat_interleave(len(options))  # one copy per option
-        after = decoder(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=True,
-                        **{name: cache}).last_hidden_state
+    before = decoder(input_ids=text, use_cache=True)  # (inside ``_attention_reads_the_cache``)
+    last, cache = before.last_hidden_state[0, -1:], getattr(before, name)
+    if cache is None or cache.get_seq_length() != len(item.text_ids):
+        raise RuntimeError(f"the model kept no keys and values for the prompt ({type(cache).__name__})")
+    cache.batch_repeat_interleave(len(options))  # one copy per option
+    after = decoder(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=True,
+                    **{name: cache}).last_hidden_state
     return [torch.cat([last, after[c, : len(option) - 1]]) for c, option in enumerate(options)]
 
 
