@@ -258,8 +258,8 @@ def prompt_ensemble(
 
 def _fused_record(record: Record, group: list[ScoredRecord], names: list[str], fusion: FusionConfig) -> dict[str, Any]:
     labels = list(record.options or [])
-    z = torch.tensor([[g.base_logits[o] for o in labels] for g in group])  # type: ignore[index]
-    fused = fuse(z, fusion)
+    z = torch.tensor([[g.base_logits[o] for o in labels] for g in group], dtype=torch.float64)  # type: ignore[index]
+    fused = fuse(z, fusion)  # in float64, as the library's options readout compares its views
 
     def dist(logp: torch.Tensor) -> tuple[str, dict[str, float]]:
         probs = logp.exp().tolist()

@@ -207,7 +207,7 @@ def _evaluate(z_list: list[np.ndarray], kept: list[Any], tau: float, alpha: floa
     scores: dict[str, list[float]] = {}
     base_ok, fused_ok, js_base, js_fused = [], [], [], []
     for z, r in zip(z_list, kept):
-        fused = fuse(torch.tensor(z, dtype=torch.float32), config)
+        fused = fuse(torch.tensor(z, dtype=torch.float64), config)  # as the options readout does
         options = list(r.base_probs)
         for name, value in fused.scores.items():
             scores.setdefault(name, []).append(float(value))

@@ -181,3 +181,58 @@ def test_jensen_shannon_is_computed_on_request() -> None:
     fused = fuse(z, FusionConfig(tau=0.5))
     tempered = torch.log_softmax(z / 0.5, -1)
     assert torch.allclose(fused.view_js, js(tempered[:, 1:], tempered[:, :1]), atol=1e-6)
+
+
+def _exact_two_option_scores(gaps: list[float], tau: float) -> tuple[float, float]:
+    """msp (at temperature 1) and mutual_info (at ``tau``) of views whose first option leads the
+    second by ``gaps[k]`` nats, in 60-digit decimal arithmetic: the reference for near-certain views."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+
+    def second(gap: Decimal) -> Decimal:  # p(second option) = 1 / (1 + e^gap)
+        return 1 / (1 + gap.exp())
+
+    def h(q: Decimal) -> Decimal:
+        return -(q * q.ln() + (1 - q) * (1 - q).ln())
+
+    tempered = [second(Decimal(g) / Decimal(tau)) for g in gaps]
+    mean = sum(tempered) / len(tempered)
+    mutual_info = h(mean) - sum(h(q) for q in tempered) / len(tempered)
+    return float(second(Decimal(gaps[0]))), float(mutual_info)
+
+
+def test_near_certain_views_keep_their_scores() -> None:
+    """Multi-token options' log-probabilities can differ by tens of nats (TruthfulQA). There
+    ``1 - max p`` rounds to 0 and float32 cannot resolve the views' disagreement; msp is kept as
+    the other options' mass, and a float64 input (what the options readout hands) is compared in
+    float64. Checked against 60-digit arithmetic."""
+    tau = 0.4
+    for gaps in ([30.0, 31.0, 29.0], [20.0, 20.5, 19.0, 22.0], [8.0, 9.0, 7.5]):
+        msp, mutual_info = _exact_two_option_scores(gaps, tau)
+        z = torch.tensor([[0.0, -g] for g in gaps], dtype=torch.float64)
+        for dtype in (torch.float32, torch.float64):
+            assert float(fuse(z.to(dtype), FusionConfig(tau=tau)).scores["msp"]) == pytest.approx(msp, rel=1e-5)
+        got = float(fuse(z, FusionConfig(tau=tau)).scores["mutual_info"])
+        assert got == pytest.approx(mutual_info, rel=1e-6), gaps
+    same = torch.tensor([[[-3.2, -10.5, -7.1, 0.0]] * 4], dtype=torch.float64)  # views equal to the base, padded
+    for dtype in (torch.float32, torch.float64):
+        padded = fuse(same.to(dtype), FusionConfig(tau=tau), torch.tensor([[True, True, True, False]]))
+        assert float(padded.scores["mutual_info"]) == 0.0  # exactly: not rounding noise ranked among real values
+
+
+def test_the_options_readout_compares_its_views_in_float64(
+    tiny: Any, tiny_vectors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steerunc.scoring import readouts as readouts_module
+
+    seen: list[torch.dtype] = []
+    original = readouts_module.fuse
+
+    def recording(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.append(z.dtype)
+        return original(z, *args, **kwargs)
+
+    monkeypatch.setattr(readouts_module, "fuse", recording)
+    Scorer(tiny, tiny_vectors).score_text("a comment", options=["Yes", "No"])
+    assert seen == [torch.float64]

@@ -98,12 +98,27 @@ def _masked(z: Tensor, mask: Tensor | None, tau: float) -> Tensor:
     return torch.where(real, z, low - 1e3 * max(1.0, tau))
 
 
+def _other_mass(logp: Tensor) -> Tensor:
+    """``1 - max p`` over the last axis, as the summed probability of every other entry: where the
+    top entry is nearly certain, ``1 - max p`` rounds to exactly 0 (below about 6e-8 in float32),
+    while the others' log-probabilities keep their value."""
+    top = logp.argmax(-1, keepdim=True)
+    return logp.scatter(-1, top, -math.inf).logsumexp(-1).exp()
+
+
 def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None = None) -> Fused:
     """Fuse base + K steered view logits and score their disagreement.
 
     ``mask`` (``[..., C]``, True = real): items with fewer entries than ``C`` (a batch of
     records with different option counts, padded). Padded entries get probability 0 and
     change no score.
+
+    Computed in float64 when ``z`` is float64, else in float32. The options readout hands
+    float64 (``[B, K+1, C]`` is small): where every view is nearly certain, ``mutual_info`` is a
+    difference of two entropies of about ``eps * log(1/eps)``, which float32 cannot resolve
+    (it came out as exactly 0 or as values like 1e-43 on TruthfulQA's multi-token options,
+    whose log-probabilities differ by tens of nats). Vocabulary readouts (``C`` = the
+    vocabulary) stay in float32.
 
     >>> z = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # base + 2 identical views
     >>> f = fuse(z)
@@ -117,7 +132,7 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
     """
     if z.dim() < 2 or z.shape[-2] < 2:
         raise ValueError(f"z must be [..., K+1, C] with K >= 1, got {list(z.shape)}")
-    z = _masked(z.float(), mask, config.tau)
+    z = _masked(z if z.dtype == torch.float64 else z.float(), mask, config.tau)
     n_views = z.shape[-2]
     own = torch.log_softmax(z, dim=-1)  # temperature 1: what is output
     tempered = torch.log_softmax(z / config.tau, dim=-1)  # temperature tau: what is compared
@@ -132,16 +147,18 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
         weights = torch.full(steered.shape[:-1], 1.0 / n_views, device=z.device)
         fused_logp = torch.logsumexp(own, dim=-2) - math.log(n_views)
         fused_logits = fused_logp
-    # KL(p_k || p_0) and the views' entropies from one exp of the tempered log-probs
+    # KL(p_k || p_0), and the views' mixture taken relative to the base view: views equal to the
+    # base give a shift of exactly 0, so their mutual_info is exactly 0, not rounding noise
     view_kl = (p_tau[..., 1:, :] * (steered - base.unsqueeze(-2))).sum(-1).clamp_min(0.0)
-    view_entropy = -(p_tau * tempered).sum(-1)  # [..., K+1]
+    log_mean = base + (torch.logsumexp(tempered - base.unsqueeze(-2), dim=-2) - math.log(n_views))
     base_own = own[..., 0, :]
     base_p = base_own.exp()
-    log_mean = torch.logsumexp(tempered, dim=-2) - math.log(n_views)
     scores = {
-        "msp": 1.0 - base_p.max(-1).values,
+        "msp": _other_mass(base_own),
         "entropy": (-(base_p * base_own).sum(-1)).clamp_min(0.0),
-        "mutual_info": (entropy(log_mean) - view_entropy.clamp_min(0.0).mean(-1)).clamp_min(0.0),
+        # H(mean_k p_k) - mean_k H(p_k), as mean_k KL(p_k || mean): a sum of small terms, not a
+        # difference of two nearly equal entropies
+        "mutual_info": (p_tau * (tempered - log_mean.unsqueeze(-2))).sum(-1).mean(-1).clamp_min(0.0),
         "mean_kl": view_kl.mean(-1),
         "flip_rate": (z[..., 1:, :].argmax(-1) != z[..., :1, :].argmax(-1)).float().mean(-1),
         "fused_entropy": entropy(fused_logp),

@@ -223,7 +223,7 @@ class OptionsReadout(Readout):
 
     def finish(self, plan: Plan, hidden: Tensor) -> list[ScoredRecord]:
         z = self.option_logits(plan, hidden)
-        fused = fuse(z, self.context.fusion, plan.data["mask"])
+        fused = fuse(z.double(), self.context.fusion, plan.data["mask"])  # small: compared in float64
         probs, view_probs = fused.fused_logp.exp(), fused.logp.exp()
         view_pred = view_probs.argmax(-1)  # [B, K+1]
         top, delta = top_view_of(view_probs, view_pred[:, 0])
