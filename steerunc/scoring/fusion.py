@@ -114,11 +114,12 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
     change no score.
 
     Computed in float64 when ``z`` is float64, else in float32. The options readout hands
-    float64 (``[B, K+1, C]`` is small): where every view is nearly certain, ``mutual_info`` is a
-    difference of two entropies of about ``eps * log(1/eps)``, which float32 cannot resolve
-    (it came out as exactly 0 or as values like 1e-43 on TruthfulQA's multi-token options,
-    whose log-probabilities differ by tens of nats). Vocabulary readouts (``C`` = the
-    vocabulary) stay in float32.
+    float64 (``[B, K+1, C]`` is small): multi-token options' log-probabilities can differ by
+    tens of nats, and there float32 left ``mutual_info`` at exactly 0 for views that differ (a
+    TruthfulQA record with ``mean_kl`` 5e-8) and ``1 - max p`` at exactly 0. ``mutual_info`` is
+    summed as ``mean_k KL(p_k || mean)``, not as a difference of two nearly equal entropies, and
+    ``msp`` as the other options' mass. Vocabulary readouts (``C`` = the vocabulary) stay in
+    float32.
 
     >>> z = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # base + 2 identical views
     >>> f = fuse(z)
