@@ -119,7 +119,8 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
     TruthfulQA record with ``mean_kl`` 5e-8) and ``1 - max p`` at exactly 0. ``mutual_info`` is
     summed as ``mean_k KL(p_k || mean)``, not as a difference of two nearly equal entropies, and
     ``msp`` as the other options' mass. Vocabulary readouts (``C`` = the vocabulary) stay in
-    float32.
+    float32. Not yet solved: for nearly certain items the mixture scores (``mutual_info``,
+    ``fused_entropy``) still vary with the padded width ``C`` of the batch (docs/method.md).
 
     >>> z = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # base + 2 identical views
     >>> f = fuse(z)
