@@ -183,42 +183,83 @@ def test_jensen_shannon_is_computed_on_request() -> None:
     assert torch.allclose(fused.view_js, js(tempered[:, 1:], tempered[:, :1]), atol=1e-6)
 
 
-def _exact_two_option_scores(gaps: list[float], tau: float) -> tuple[float, float]:
-    """msp (at temperature 1) and mutual_info (at ``tau``) of views whose first option leads the
-    second by ``gaps[k]`` nats, in 60-digit decimal arithmetic: the reference for near-certain views."""
+def _exact_scores(z: torch.Tensor, tau: float) -> dict[str, float]:
+    """Every score but flip_rate of one item's view logits ``z`` [K+1, C], in 80-digit decimal
+    arithmetic straight from the definitions: the reference for nearly certain views."""
     from decimal import Decimal, getcontext
 
-    getcontext().prec = 60
+    getcontext().prec = 80
+    rows = [[Decimal(v) for v in row] for row in z.double().tolist()]
 
-    def second(gap: Decimal) -> Decimal:  # p(second option) = 1 / (1 + e^gap)
-        return 1 / (1 + gap.exp())
+    def softmax(row: list[Decimal], t: float) -> list[Decimal]:
+        e = [(v / Decimal(t)).exp() for v in row]
+        return [x / sum(e) for x in e]
 
-    def h(q: Decimal) -> Decimal:
-        return -(q * q.ln() + (1 - q) * (1 - q).ln())
+    def kl(p: list[Decimal], q: list[Decimal]) -> Decimal:
+        return sum((a * (a.ln() - b.ln()) for a, b in zip(p, q)), Decimal(0))
 
-    tempered = [second(Decimal(g) / Decimal(tau)) for g in gaps]
-    mean = sum(tempered) / len(tempered)
-    mutual_info = h(mean) - sum(h(q) for q in tempered) / len(tempered)
-    return float(second(Decimal(gaps[0]))), float(mutual_info)
+    def h(p: list[Decimal]) -> Decimal:
+        return -sum((a * a.ln() for a in p), Decimal(0))
+
+    own, tempered = [softmax(r, 1.0) for r in rows], [softmax(r, tau) for r in rows]
+    n = len(rows)
+    mixture = [sum(c, Decimal(0)) / n for c in zip(*tempered)]
+    fused = [sum(c, Decimal(0)) / n for c in zip(*own)]
+    return {
+        "msp": float(1 - max(own[0])),
+        "entropy": float(h(own[0])),
+        "mutual_info": float(sum((kl(p, mixture) for p in tempered), Decimal(0)) / n),
+        "mean_kl": float(sum((kl(p, tempered[0]) for p in tempered[1:]), Decimal(0)) / (n - 1)),
+        "fused_entropy": float(h(fused)),
+    }
 
 
-def test_near_certain_views_keep_their_scores() -> None:
-    """Multi-token options' log-probabilities can differ by tens of nats (TruthfulQA). There
-    ``1 - max p`` rounds to 0 and float32 cannot resolve the views' disagreement; msp is kept as
-    the other options' mass, and a float64 input (what the options readout hands) is compared in
-    float64. Checked against 60-digit arithmetic."""
+def _nearly_certain_items(n: int) -> list[torch.Tensor]:
+    """Base + 6 views over 2 to 7 options whose top option leads by 5 to 60 nats (as multi-token
+    options' summed log-probabilities do), the views moved by small to moderate shifts."""
+    gen = torch.Generator().manual_seed(7)
+    out = []
+    for i in range(n):
+        c = 2 + i % 6
+        base = torch.cat([torch.zeros(1), -(5.0 + 55.0 * torch.rand(c - 1, generator=gen))]).double()
+        scale = float(10.0 ** torch.empty(1).uniform_(-3, 0.3, generator=gen))
+        z = base + torch.randn(7, c, generator=gen).double() * scale
+        z[0] = base
+        out.append(z)
+    return out
+
+
+def test_near_certain_views_keep_their_scores_alone_and_in_any_padded_batch() -> None:
+    """Multi-token options' log-probabilities can differ by tens of nats (TruthfulQA): every view
+    is nearly certain, and the scores are far below the rounding of the largest logit. A float64
+    input (what the options readout hands) gets every score right to near float64's precision,
+    fused alone or inside a batch padded to any width; float32 keeps msp. Before the exact
+    log-softmax, mean_kl was off by up to 59 times and mutual_info by 100 %, and both moved with
+    the padded width."""
     tau = 0.4
-    for gaps in ([30.0, 31.0, 29.0], [20.0, 20.5, 19.0, 22.0], [8.0, 9.0, 7.5]):
-        msp, mutual_info = _exact_two_option_scores(gaps, tau)
-        z = torch.tensor([[0.0, -g] for g in gaps], dtype=torch.float64)
-        for dtype in (torch.float32, torch.float64):
-            assert float(fuse(z.to(dtype), FusionConfig(tau=tau)).scores["msp"]) == pytest.approx(msp, rel=1e-5)
-        got = float(fuse(z, FusionConfig(tau=tau)).scores["mutual_info"])
-        assert got == pytest.approx(mutual_info, rel=1e-6), gaps
+    zs = _nearly_certain_items(18)
+    for z in zs:
+        exact = _exact_scores(z, tau)
+        assert float(fuse(z.float(), FusionConfig(tau=tau)).scores["msp"]) == pytest.approx(exact["msp"], rel=1e-5, abs=0.0)
+        alone = fuse(z, FusionConfig(tau=tau)).scores
+        for name, value in exact.items():
+            assert float(alone[name]) == pytest.approx(value, rel=1e-9, abs=0.0), name
+    for extra in (0, 3, 16):
+        width = max(z.shape[1] for z in zs) + extra
+        batch = torch.full((len(zs), 7, width), 123.0, dtype=torch.float64)  # padding larger than every logit
+        mask = torch.zeros(len(zs), width, dtype=torch.bool)
+        for i, z in enumerate(zs):
+            batch[i, :, : z.shape[1]], mask[i, : z.shape[1]] = z, True
+        padded = fuse(batch, FusionConfig(tau=tau), mask).scores
+        for i, z in enumerate(zs):
+            exact = _exact_scores(z, tau)
+            for name, value in exact.items():
+                assert float(padded[name][i]) == pytest.approx(value, rel=1e-9, abs=0.0), (name, i, extra)
     same = torch.tensor([[[-3.2, -10.5, -7.1, 0.0]] * 4], dtype=torch.float64)  # views equal to the base, padded
     for dtype in (torch.float32, torch.float64):
-        padded = fuse(same.to(dtype), FusionConfig(tau=tau), torch.tensor([[True, True, True, False]]))
-        assert float(padded.scores["mutual_info"]) == 0.0  # exactly: not rounding noise ranked among real values
+        padded_same = fuse(same.to(dtype), FusionConfig(tau=tau), torch.tensor([[True, True, True, False]]))
+        for name in ("mutual_info", "mean_kl"):
+            assert float(padded_same.scores[name]) == 0.0  # exactly: not rounding noise ranked among real values
 
 
 def test_the_options_readout_compares_its_views_in_float64(

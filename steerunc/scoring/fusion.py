@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from steerunc.scoring.divergence import entropy, js, top_m_entropy
+from steerunc.scoring.divergence import entropy, exact_log_softmax, js, kl, log_mean_prob, mutual_info, top_m_entropy
 
 __all__ = ["FusionConfig", "Fused", "fuse", "SCORE_NAMES"]
 
@@ -115,12 +115,15 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
 
     Computed in float64 when ``z`` is float64, else in float32. The options readout hands
     float64 (``[B, K+1, C]`` is small): multi-token options' log-probabilities can differ by
-    tens of nats, and there float32 left ``mutual_info`` at exactly 0 for views that differ (a
-    TruthfulQA record with ``mean_kl`` 5e-8) and ``1 - max p`` at exactly 0. ``mutual_info`` is
-    summed as ``mean_k KL(p_k || mean)``, not as a difference of two nearly equal entropies, and
-    ``msp`` as the other options' mass. Vocabulary readouts (``C`` = the vocabulary) stay in
-    float32. Not yet solved: for nearly certain items the mixture scores (``mutual_info``,
-    ``fused_entropy``) still vary with the padded width ``C`` of the batch (docs/method.md).
+    tens of nats, so every view is nearly certain and the scores are far below the rounding of
+    the largest logit. In float64 the log-probabilities are taken with
+    :func:`~steerunc.scoring.divergence.exact_log_softmax` (the top option's is
+    ``-log1p(others' mass)``, not a rounded 0), the mixture relative to the base view
+    (:func:`~steerunc.scoring.divergence.log_mean_prob`), ``mutual_info`` as
+    ``mean_k KL(p_k || mean)`` and ``msp`` as the other options' mass: a record's scores then
+    do not depend on the padded width of the batch it is fused in (beyond the last digit), and
+    views equal to the base give exactly 0. Vocabulary readouts (``C`` = the vocabulary) stay
+    in float32 with ``torch.log_softmax`` (memory).
 
     >>> z = torch.tensor([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # base + 2 identical views
     >>> f = fuse(z)
@@ -136,31 +139,26 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
         raise ValueError(f"z must be [..., K+1, C] with K >= 1, got {list(z.shape)}")
     z = _masked(z if z.dtype == torch.float64 else z.float(), mask, config.tau)
     n_views = z.shape[-2]
-    own = torch.log_softmax(z, dim=-1)  # temperature 1: what is output
-    tempered = torch.log_softmax(z / config.tau, dim=-1)  # temperature tau: what is compared
-    p_tau = tempered.exp()
+    log_softmax = exact_log_softmax if z.dtype == torch.float64 else (lambda x: torch.log_softmax(x, dim=-1))
+    own = log_softmax(z)  # temperature 1: what is output
+    tempered = log_softmax(z / config.tau)  # temperature tau: what is compared
     base, steered = tempered[..., 0, :], tempered[..., 1:, :]
     if config.method == "dvd":
         weights = torch.softmax(top_m_entropy(steered, config.top_m), dim=-1)
         displacement = z[..., 1:, :] - z[..., :1, :]
         fused_logits = z[..., 0, :] + (1.0 + config.alpha) * (weights.unsqueeze(-1) * displacement).sum(-2)
-        fused_logp = torch.log_softmax(fused_logits, dim=-1)
+        fused_logp = log_softmax(fused_logits)
     else:
         weights = torch.full(steered.shape[:-1], 1.0 / n_views, device=z.device)
-        fused_logp = torch.logsumexp(own, dim=-2) - math.log(n_views)
+        fused_logp = log_mean_prob(own, dim=-2)
         fused_logits = fused_logp
-    # KL(p_k || p_0), and the views' mixture taken relative to the base view: views equal to the
-    # base give a shift of exactly 0, so their mutual_info is exactly 0, not rounding noise
-    view_kl = (p_tau[..., 1:, :] * (steered - base.unsqueeze(-2))).sum(-1).clamp_min(0.0)
-    log_mean = base + (torch.logsumexp(tempered - base.unsqueeze(-2), dim=-2) - math.log(n_views))
+    view_kl = kl(steered, base.unsqueeze(-2))  # KL(p_k || p_0)
     base_own = own[..., 0, :]
     base_p = base_own.exp()
     scores = {
         "msp": _other_mass(base_own),
         "entropy": (-(base_p * base_own).sum(-1)).clamp_min(0.0),
-        # H(mean_k p_k) - mean_k H(p_k), as mean_k KL(p_k || mean): a sum of small terms, not a
-        # difference of two nearly equal entropies
-        "mutual_info": (p_tau * (tempered - log_mean.unsqueeze(-2))).sum(-1).mean(-1).clamp_min(0.0),
+        "mutual_info": mutual_info(tempered, dim=-2),
         "mean_kl": view_kl.mean(-1),
         "flip_rate": (z[..., 1:, :].argmax(-1) != z[..., :1, :].argmax(-1)).float().mean(-1),
         "fused_entropy": entropy(fused_logp),
