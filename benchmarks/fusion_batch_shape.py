@@ -8,8 +8,11 @@ far below the rounding of the largest logit. This script draws such items
 (base + 6 views, 2 to 13 options, leads of up to 70 nats), fuses each alone and
 inside padded batches of five (padded to the batch's widest item, then 3 and 16
 entries wider), and prints, per score and input precision, how many of the
-items got a different value and the largest relative difference. A score that
-does not depend on the batch prints ``0``. No model is loaded.
+items got a different value (in any bit) and the largest relative difference.
+Summation order changes with the width, so the last few bits may differ; a
+score that depends on the batch only through them prints a largest relative
+difference near float64's precision (since the fix: at most 3.1e-13; before
+it, up to 38 %, docs/results.md). No model is loaded.
 """
 
 from __future__ import annotations

@@ -14,14 +14,15 @@ from torch import Tensor
 __all__ = ["kl", "js", "entropy", "top_m_entropy", "mutual_info", "log_mean_prob", "exact_log_softmax"]
 
 
-def kl(logp: Tensor, logq: Tensor) -> Tensor:
-    """KL(p || q) in nats, over the last axis.
+def kl(logp: Tensor, logq: Tensor, p: Tensor | None = None) -> Tensor:
+    """KL(p || q) in nats, over the last axis (``p``: ``logp.exp()``, where the caller has it).
 
     >>> p = torch.log_softmax(torch.tensor([1.0, 2.0, 3.0]), -1)
     >>> float(kl(p, p))
     0.0
     """
-    p = logp.exp()
+    if p is None:
+        p = logp.exp()
     return (p * (logp - logq)).sum(-1).clamp_min(0.0)
 
 
@@ -87,12 +88,13 @@ def log_mean_prob(logps: Tensor, dim: int = 0) -> Tensor:
     return (ref + top + d.sub_(top).expm1_().mean(dim, keepdim=True).log1p()).squeeze(dim)
 
 
-def mutual_info(logps: Tensor, dim: int = 0) -> Tensor:
+def mutual_info(logps: Tensor, dim: int = 0, p: Tensor | None = None) -> Tensor:
     """Disagreement between views along ``dim``: ``H(mean_k p_k) - mean_k H(p_k)``.
 
     Summed as ``mean_k KL(p_k || mean_k p_k)`` (the same quantity, from small terms rather than
     as a difference of two nearly equal entropies), with the mixture from
-    :func:`log_mean_prob`: views equal to each other give exactly 0.
+    :func:`log_mean_prob`: views equal to each other give exactly 0. ``p``: ``logps.exp()``,
+    where the caller has it.
     """
     dim = dim % logps.dim()  # the class axis is reduced first, so use a positive index
-    return kl(logps, log_mean_prob(logps, dim).unsqueeze(dim)).mean(dim)
+    return kl(logps, log_mean_prob(logps, dim).unsqueeze(dim), p).mean(dim)

@@ -152,13 +152,14 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
         weights = torch.full(steered.shape[:-1], 1.0 / n_views, device=z.device)
         fused_logp = log_mean_prob(own, dim=-2)
         fused_logits = fused_logp
-    view_kl = kl(steered, base.unsqueeze(-2))  # KL(p_k || p_0)
+    p_tau = tempered.exp()  # once, for both comparisons
+    view_kl = kl(steered, base.unsqueeze(-2), p_tau[..., 1:, :])  # KL(p_k || p_0)
     base_own = own[..., 0, :]
     base_p = base_own.exp()
     scores = {
         "msp": _other_mass(base_own),
         "entropy": (-(base_p * base_own).sum(-1)).clamp_min(0.0),
-        "mutual_info": mutual_info(tempered, dim=-2),
+        "mutual_info": mutual_info(tempered, dim=-2, p=p_tau),
         "mean_kl": view_kl.mean(-1),
         "flip_rate": (z[..., 1:, :].argmax(-1) != z[..., :1, :].argmax(-1)).float().mean(-1),
         "fused_entropy": entropy(fused_logp),
