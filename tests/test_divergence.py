@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from steerunc.scoring.divergence import entropy, js, kl, mutual_info, top_m_entropy
@@ -54,3 +55,40 @@ def test_mutual_info_is_zero_for_identical_views_and_positive_otherwise() -> Non
     same = p.unsqueeze(1).expand(4, 5, 6)
     assert torch.allclose(mutual_info(same, dim=1), torch.zeros(4), atol=1e-6)
     assert bool((mutual_info(_logp(4, 5, 6), dim=1) > 0).all())
+
+
+def test_exact_log_softmax_keeps_the_top_entry_of_a_nearly_certain_distribution() -> None:
+    from steerunc.scoring.divergence import exact_log_softmax
+
+    z = torch.tensor([0.0, -50.0, -60.0], dtype=torch.float64)
+    got = exact_log_softmax(z)
+    others = math.exp(-50.0) + math.exp(-60.0)
+    assert float(got[0]) == pytest.approx(-math.log1p(others), rel=1e-14, abs=0.0)  # torch.log_softmax: 0.0
+    assert float(torch.log_softmax(z, -1)[0]) == 0.0
+    assert torch.allclose(got[1:], torch.log_softmax(z, -1)[1:], rtol=0, atol=1e-13)
+    padded = exact_log_softmax(torch.cat([z, torch.full((13,), -5e3, dtype=torch.float64)]))
+    assert torch.equal(padded[:3], got)  # entries far below add nothing, in any width
+    ordinary = torch.randn(5, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3
+    assert torch.allclose(exact_log_softmax(ordinary), torch.log_softmax(ordinary, -1), rtol=0, atol=1e-14)
+
+
+def test_log_mean_prob_is_the_log_of_the_views_mean() -> None:
+    from steerunc.scoring.divergence import log_mean_prob
+
+    logps = torch.log_softmax(torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64), -1)
+    expected = torch.logsumexp(logps, dim=1) - math.log(5)
+    assert torch.allclose(log_mean_prob(logps, dim=1), expected, rtol=0, atol=1e-14)
+    same = logps[:, :1].expand(4, 5, 6)
+    assert torch.equal(log_mean_prob(same, dim=1), logps[:, 0])  # exactly the common view
+    # two views whose top entries differ by 1e-20: logsumexp - log 2 rounds that away, the mean keeps it
+    near = torch.tensor([[-1e-20, -46.0], [-3e-20, -45.0]], dtype=torch.float64)
+    assert float(log_mean_prob(near, dim=0)[0]) == pytest.approx(-2e-20, rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("module", ["steerunc.scoring.divergence", "steerunc.scoring.fusion"])
+def test_the_examples_in_the_docstrings_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
