@@ -8,8 +8,9 @@ files keep each view's option probabilities, so the views can be fused again
 without the model: each view's log-probabilities (``log p``, the same
 distribution as its logits) are handed to ``fuse`` with the run's settings
 (tau, fusion method, alpha, top-m), in float64 as the options readout does.
-The stored probabilities are rounded (float32); an option whose stored
-probability is 0 (below about 1e-45) is read as 1e-45 and counted.
+Runs scored before the options readout fused in float64 stored float32
+probabilities: an option whose stored probability is 0 (below about 1e-45) is
+read as 1e-45 and counted.
 
 For every evaluated file the script prints, per score, the AUROC of the score
 for the base prediction's errors as stored and as re-fused, and the largest
