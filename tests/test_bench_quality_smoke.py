@@ -479,3 +479,40 @@ def test_layer_sets_are_refused_before_the_model_loads(capsys: pytest.CaptureFix
     assert sweep_quality._layer_sets("2+1,1+2+2") == [(1, 2), (1, 2)]
     assert sweep_quality._parse([]).layer_sets == []
     assert sweep_quality._parse(["--layer-sets", "20+26"]).layer_sets == [(20, 26)]
+
+
+def test_refusing_a_runs_scored_files_with_the_same_fuse_moves_nothing(
+    tmp_path: Path, tiny: Any, tiny_vectors: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/refuse_scored.py fuses stored view probabilities again: on files the current code
+    scored, that must give back the stored scores (so what it reports for older runs is the fix)."""
+    import refuse_scored
+
+    from steerunc.records import Record
+    from steerunc.scoring.fusion import FusionConfig
+    from steerunc.scoring.scorer import ScoreConfig, Scorer
+
+    fusion = FusionConfig(tau=0.5)
+    scorer = Scorer(tiny, tiny_vectors, ScoreConfig(coeff=4.0, fusion=fusion))
+    # multi-token options (summed log-probabilities: nearly certain, scores near 1e-40) and single-token ones
+    choices = [["a long first answer", "No", "maybe so"], ["Yes", "No"]]
+    records = []
+    for i, word in enumerate(WORDS):
+        options = choices[i % 2]
+        records.append(Record(text=f"comment {word} {i}", options=options, label=options[i % 3 % len(options)], line=i + 1))
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [r.to_json() for r in scorer.score_iter(records)]
+    with open(run / "scored-steer-eval.jsonl", "w") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    settings = {"tau": fusion.tau, "alpha": fusion.alpha, "top_m": fusion.top_m, "fusion": fusion.method}
+    (tmp_path / "run.json").write_text(json.dumps({"run": "run", "settings": settings}))
+    for row in rows:
+        again, clamped = refuse_scored.refuse(row, refuse_scored.fusion_of({"settings": settings}))
+        assert not clamped and again["prediction"] == row["prediction"]
+        for name, value in row["scores"].items():
+            assert again["scores"][name] == pytest.approx(value, rel=1e-9, abs=0.0), name
+    assert refuse_scored.main([str(tmp_path / "run.json")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("AUROC") == 6 and "largest relative change" in printed
+    assert all(("(+0.0000)" in line or "(-0.0000)" in line) for line in printed.splitlines() if "AUROC" in line)
