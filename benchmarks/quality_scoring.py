@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from steerunc.scoring.annotations import read_pairs_or_annotations
-from steerunc.scoring.fusion import SCORE_NAMES, FusionConfig, fuse
+from steerunc.scoring.fusion import SCORE_NAMES, FusionConfig, Fused, fuse
 from steerunc.io import dumps, read_jsonl
 from steerunc.scoring.model import LoadedModel
 from steerunc.scoring.readouts import Item, OptionsReadout, Plan
@@ -256,14 +256,12 @@ def prompt_ensemble(
     return time.perf_counter() - start
 
 
-def _fused_record(record: Record, group: list[ScoredRecord], names: list[str], fusion: FusionConfig) -> dict[str, Any]:
-    labels = list(record.options or [])
-    z = torch.tensor([[g.base_logits[o] for o in labels] for g in group], dtype=torch.float64)  # type: ignore[index]
-    fused = fuse(z, fusion)  # in float64, as the library's options readout compares its views
-
+def fused_fields(fused: Fused, labels: list[str], names: list[str]) -> dict[str, Any]:
+    """The fields of a ``steerunc score`` line that come from one record's fusion of its K+1 views
+    over ``labels``: the fused and base predictions with their probabilities, the scores, each view
+    named in ``names``, the fused logits and the weights."""
     def dist(logp: torch.Tensor) -> tuple[str, dict[str, float]]:
-        probs = logp.exp().tolist()
-        return labels[int(logp.argmax())], dict(zip(labels, probs))
+        return labels[int(logp.argmax())], dict(zip(labels, logp.exp().tolist()))
 
     prediction, probs = dist(fused.fused_logp)
     base_prediction, base_probs = dist(fused.logp[0])
@@ -271,11 +269,17 @@ def _fused_record(record: Record, group: list[ScoredRecord], names: list[str], f
     for k, name in enumerate(names):
         view_pred, view_probs = dist(fused.logp[k + 1])
         views[name] = {"prediction": view_pred, "probs": view_probs, "kl": float(fused.view_kl[k])}
+    return {"prediction": prediction, "probs": probs, "base_prediction": base_prediction, "base_probs": base_probs,
+            "scores": {n: float(fused.scores[n]) for n in SCORE_NAMES}, "views": views,
+            "logits": dict(zip(labels, fused.fused_logits.tolist())), "weights": dict(zip(names, fused.weights.tolist()))}
+
+
+def _fused_record(record: Record, group: list[ScoredRecord], names: list[str], fusion: FusionConfig) -> dict[str, Any]:
+    labels = list(record.options or [])
+    z = torch.tensor([[g.base_logits[o] for o in labels] for g in group], dtype=torch.float64)  # type: ignore[index]
+    fused = fuse(z, fusion)  # in float64, as the library's options readout compares its views
     scored = ScoredRecord(
-        id=record.id, mode="options", prediction=prediction, probs=probs, base_prediction=base_prediction,
-        base_probs=base_probs, scores={n: float(fused.scores[n]) for n in SCORE_NAMES}, views=views,
-        logits=dict(zip(labels, fused.fused_logits.tolist())), base_logits=dict(zip(labels, z[0].tolist())),
-        weights=dict(zip(names, fused.weights.tolist())), label=record.label, human_probs=record.human_probs,
-        line=record.line,
+        id=record.id, mode="options", base_logits=dict(zip(labels, z[0].tolist())), label=record.label,
+        human_probs=record.human_probs, line=record.line, **fused_fields(fused, labels, names),
     )
     return scored.to_json()

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from sklearn.metrics import roc_auc_score
 
+from quality_scoring import fused_fields
 from steerunc.scoring.fusion import SCORE_NAMES, FusionConfig, fuse
 
 #: what a stored probability of 0 is read as: about the smallest float32 above 0
@@ -54,14 +55,8 @@ def refuse(row: dict[str, Any], fusion: FusionConfig) -> tuple[dict[str, Any], b
     p = torch.tensor([[view[o] for o in labels] for view in probs], dtype=torch.float64)
     clamped = bool((p <= 0).any())
     fused = fuse(p.clamp_min(SMALLEST).log(), fusion)
-    out = dict(row)
-    out["scores"] = {n: float(fused.scores[n]) for n in SCORE_NAMES}
-    fused_probs = fused.fused_logp.exp().tolist()
-    out["prediction"] = labels[int(fused.fused_logp.argmax())]
-    out["probs"] = dict(zip(labels, fused_probs))
-    out["logits"] = dict(zip(labels, fused.fused_logits.tolist()))
-    out["views"] = {n: {**row["views"][n], "kl": float(fused.view_kl[k])} for k, n in enumerate(names)}
-    out["weights"] = dict(zip(names, fused.weights.tolist()))
+    fields = fused_fields(fused, labels, names)
+    out = {**row, **{k: v for k, v in fields.items() if not k.startswith("base_")}}  # the stored base view kept
     if row.get("label") is not None:
         out["correct"] = out["prediction"] == row["label"]
     return out, clamped

@@ -156,10 +156,9 @@ def fuse(z: Tensor, config: FusionConfig = FusionConfig(), mask: Tensor | None =
     p_tau = tempered.exp()  # once, for both comparisons
     view_kl = kl(steered, base.unsqueeze(-2), p_tau[..., 1:, :])  # KL(p_k || p_0)
     base_own = own[..., 0, :]
-    base_p = base_own.exp()
     scores = {
         "msp": _other_mass(base_own),
-        "entropy": (-(base_p * base_own).sum(-1)).clamp_min(0.0),
+        "entropy": entropy(base_own),
         "mutual_info": mutual_info(tempered, dim=-2, p=p_tau),
         "mean_kl": view_kl.mean(-1),
         "flip_rate": (z[..., 1:, :].argmax(-1) != z[..., :1, :].argmax(-1)).float().mean(-1),
